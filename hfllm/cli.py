@@ -1,0 +1,88 @@
+"""`hfllm run <pipeline.yaml>` and `hfllm plan`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hfllm.errors import HfllmError
+
+
+def _plan(args: argparse.Namespace) -> None:
+    from hfllm import planner
+
+    if args.table:
+        print(f"{'params':>8} {'tokens':>9} {'FLOPs (6ND)':>12}")
+        for n, d, flops in planner.seed_table():
+            print(f"{n:>8.3g} {d:>9.3g} {flops:>12.3g}")
+        return
+    if args.params is None and args.layers is None:
+        raise HfllmError("give --params N (e.g. 124M, 70B) or a shape (--layers --width --heads --seq --vocab)", where="hfllm plan")
+    try:
+        if args.layers is not None:
+            from hfllm.modeling import count_parameters, llama_config
+
+            shape = [args.layers, args.width, args.heads, args.seq, args.vocab]
+            if None in shape:
+                raise ValueError("a shape needs all of --layers --width --heads --seq --vocab")
+            config = llama_config(*shape)
+            params = float(count_parameters(config))
+            print(f"Llama config {args.layers}L × {args.width}d × {args.heads}h, seq {args.seq}, vocab {args.vocab}: "
+                  f"{params:,.0f} parameters")
+        else:
+            params = planner.parse_count(args.params)
+        tokens = planner.parse_count(args.tokens) if args.tokens is not None else None
+        p = planner.plan(params, tokens, gpu=args.gpu, num_gpus=args.num_gpus, mfu=args.mfu,
+                         price_per_gpu_hour=args.price)
+    except ValueError as err:
+        raise HfllmError(str(err), where="hfllm plan") from None
+    print("\n".join(p.lines()))
+
+
+def _run(args: argparse.Namespace) -> None:
+    from hfllm.pipeline import run_pipeline
+
+    run_pipeline(args.pipeline, run_dir=args.run_dir, only=args.only, start_from=args.start_from, force=args.force)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hfllm", description="Build a language model end to end with Hugging Face libraries.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a pipeline file (stages in order, unchanged ones skipped)")
+    run.add_argument("pipeline", help="e.g. recipes/configs/demo/pipeline.yaml")
+    run.add_argument("--only", metavar="STAGE", help="run just this stage")
+    run.add_argument("--from", dest="start_from", metavar="STAGE", help="run this stage and the ones after it")
+    run.add_argument("--run_dir", help="write stages here instead of runs/<name>")
+    run.add_argument("--force", action="store_true", help="re-run selected stages even if unchanged")
+    run.set_defaults(func=_run)
+
+    plan = sub.add_parser("plan", help="tokens, FLOPs, GPU-hours, days and cost of a training run")
+    plan.add_argument("--params", help="parameters, e.g. 124M, 7B, 405B")
+    plan.add_argument("--tokens", help="training tokens (default: 20 per parameter)")
+    plan.add_argument("--layers", type=int, help="or give a Llama shape: layers …")
+    plan.add_argument("--width", type=int)
+    plan.add_argument("--heads", type=int)
+    plan.add_argument("--seq", type=int)
+    plan.add_argument("--vocab", type=int)
+    plan.add_argument("--gpu", default="H100", help="H100, H200, B200, A100, L40S, A10G, V100")
+    plan.add_argument("--num_gpus", type=int, default=1)
+    plan.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation, 0–1")
+    plan.add_argument("--price", type=float, default=2.0, help="dollars per GPU-hour")
+    plan.add_argument("--table", action="store_true", help="print the seed's reference runs")
+    plan.set_defaults(func=_plan)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except HfllmError as err:
+        print(f"hfllm: error: {err.one_line()}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Loading text datasets (Hub id, local dataset dir, or json/jsonl/parquet/csv/txt file) and the
+data stage, which writes a `DatasetDict` with `train`/`test` splits via `save_to_disk`."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from hfllm import corpus
+from hfllm.errors import DataError
+from hfllm.report import Section, StageResult
+
+_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
+
+
+@dataclass
+class DataArguments:
+    """Where the text comes from and how it is split. No `dataset_name`: the embedded corpus."""
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Hub dataset id, local `save_to_disk` dir, or a json/jsonl/parquet/csv/txt file. "
+                  "Unset: the embedded offline corpus (hfllm.corpus)."},
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
+    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    dataset_test_split: str = field(default="test", metadata={"help": "Held-out split (made if missing)."})
+    dataset_text_field: str = field(default="text", metadata={"help": "Column holding the document text."})
+    corpus_sources: list[str] = field(
+        default_factory=lambda: list(corpus.SOURCES), metadata={"help": "Embedded corpus sources, in order."}
+    )
+    corpus_min_chars: int = field(default=200, metadata={"help": "Shortest document kept from the corpus."})
+    corpus_max_bytes_per_source: int | None = field(
+        default=None, metadata={"help": "Cap on UTF-8 bytes taken from each embedded source."}
+    )
+    test_fraction: float = field(default=0.05, metadata={"help": "Held-out fraction when no test split exists."})
+    max_train_docs: int | None = field(default=None, metadata={"help": "Keep at most this many training docs."})
+    output_dir: str = field(default="runs/demo/data", metadata={"help": "Where the DatasetDict is saved."})
+
+
+def _is_local_dataset_dir(path: Path) -> bool:
+    return path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists())
+
+
+def load_text_dataset(
+    name: str,
+    split: str,
+    *,
+    text_field: str = "text",
+    config: str | None = None,
+    streaming: bool = False,
+) -> datasets.Dataset | datasets.IterableDataset:
+    """Load one split and check that `text_field` is there; errors name the dataset and field."""
+    path = Path(name)
+    try:
+        if _is_local_dataset_dir(path):
+            loaded = datasets.load_from_disk(str(path))
+            if isinstance(loaded, datasets.DatasetDict):
+                if split not in loaded:
+                    raise DataError(f"no split '{split}' (has: {', '.join(loaded)})", where=name)
+                loaded = loaded[split]
+            ds = loaded.to_iterable_dataset() if streaming else loaded
+        elif path.is_file():
+            builder = _FILE_BUILDERS.get(path.suffix)
+            if builder is None:
+                raise DataError(f"unsupported file type {path.suffix!r} (use {', '.join(_FILE_BUILDERS)})", where=name)
+            ds = datasets.load_dataset(builder, data_files={split: str(path)}, split=split, streaming=streaming)
+        elif path.suffix in _FILE_BUILDERS or name.startswith((".", "/")):
+            raise DataError("file or directory not found", where=name)
+        else:
+            ds = datasets.load_dataset(name, config, split=split, streaming=streaming)
+    except DataError:
+        raise
+    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
+        raise DataError(f"cannot load split '{split}': {str(err).splitlines()[0]}", where=name) from None
+    columns = ds.column_names
+    if columns is not None and text_field not in columns:
+        raise DataError(f"column not found (columns: {', '.join(columns)})", where=name, field=text_field)
+    return ds
+
+
+def check_texts(ds: datasets.Dataset, text_field: str, where: str) -> None:
+    """Every row's text must be a string: name the first row that is not."""
+    for i, text in enumerate(ds[text_field]):
+        if not isinstance(text, str):
+            raise DataError(f"row {i}: text is {type(text).__name__}, not a string", where=where, field=text_field)
+
+
+def _embedded(args: DataArguments) -> datasets.DatasetDict:
+    rows = list(corpus.iter_documents(args.corpus_sources, args.corpus_min_chars, args.corpus_max_bytes_per_source))
+    train = [r for r in rows if not corpus.held_out(r["text"], args.test_fraction)]
+    test = [r for r in rows if corpus.held_out(r["text"], args.test_fraction)]
+    return datasets.DatasetDict(
+        {
+            args.dataset_train_split: datasets.Dataset.from_list(train, features=_FEATURES),
+            args.dataset_test_split: datasets.Dataset.from_list(test, features=_FEATURES),
+        }
+    )
+
+
+_FEATURES = datasets.Features({"text": datasets.Value("string"), "source": datasets.Value("string")})
+
+
+def _from_dataset(args: DataArguments) -> datasets.DatasetDict:
+    name = args.dataset_name
+    assert name is not None
+    train = load_text_dataset(name, args.dataset_train_split, text_field=args.dataset_text_field, config=args.dataset_config)
+    check_texts(train, args.dataset_text_field, name)
+    try:
+        test = load_text_dataset(name, args.dataset_test_split, text_field=args.dataset_text_field, config=args.dataset_config)
+        check_texts(test, args.dataset_text_field, name)
+    except DataError as err:
+        if "no split" not in err.message and "cannot load split" not in err.message:
+            raise
+        # No held-out split: take one by content hash, like the embedded corpus.
+        is_test = [corpus.held_out(t, args.test_fraction) for t in train[args.dataset_text_field]]
+        test = train.select([i for i, h in enumerate(is_test) if h])
+        train = train.select([i for i, h in enumerate(is_test) if not h])
+
+    def normalise(ds: datasets.Dataset) -> datasets.Dataset:
+        if args.dataset_text_field != "text":
+            ds = ds.rename_column(args.dataset_text_field, "text")
+        if "source" not in ds.column_names:
+            ds = ds.add_column("source", [name] * len(ds))
+        return ds.select_columns(["text", "source"])
+
+    return datasets.DatasetDict({args.dataset_train_split: normalise(train), args.dataset_test_split: normalise(test)})
+
+
+def _source_table(ds: datasets.Dataset) -> list[list[Any]]:
+    docs: Counter[str] = Counter()
+    nbytes: Counter[str] = Counter()
+    for text, source in zip(ds["text"], ds["source"]):
+        docs[source] += 1
+        nbytes[source] += len(text.encode("utf-8"))
+    return [[s, docs[s], nbytes[s]] for s in docs]
+
+
+def run_data_stage(args: DataArguments) -> StageResult:
+    """Build train/test text splits and save them to `args.output_dir`."""
+    dd = _from_dataset(args) if args.dataset_name else _embedded(args)
+    train, test = dd[args.dataset_train_split], dd[args.dataset_test_split]
+    if args.max_train_docs is not None:
+        train = train.select(range(min(args.max_train_docs, len(train))))
+        dd[args.dataset_train_split] = train
+    where = args.dataset_name or "embedded corpus"
+    if len(train) == 0:
+        raise DataError("no training documents (empty corpus)", where=where)
+    if len(test) == 0:
+        raise DataError("no held-out documents: raise test_fraction or add a test split", where=where)
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    dd.save_to_disk(args.output_dir)
+
+    metrics: dict[str, Any] = {
+        "train_docs": len(train),
+        "test_docs": len(test),
+        "train_bytes": sum(len(t.encode("utf-8")) for t in train["text"]),
+        "test_bytes": sum(len(t.encode("utf-8")) for t in test["text"]),
+        "content_hash": corpus.content_hash(list(train["text"]) + list(test["text"])),
+    }
+    section = Section("data", "Data")
+    if args.dataset_name:
+        section.text(f"Dataset `{args.dataset_name}`.")
+    else:
+        section.text(
+            "Embedded offline corpus (Python's own docs and the installed packages' docstrings and "
+            f"READMEs, Python {sys.version.split()[0]}). What is installed varies between machines, "
+            "so the corpus does too: compare `content_hash` before comparing runs."
+        )
+    section.table(["source", "train docs", "train bytes"], _source_table(train))
+    section.metrics(metrics)
+    return StageResult(metrics=metrics, section=section)

@@ -1,0 +1,334 @@
+"""Pretraining stage: documents → packed blocks → transformers `Trainer` → HF model directory.
+
+- Packing: each document becomes `bos … eos`, documents are concatenated and cut into full
+  blocks of `max_length` tokens (`datasets.map`, batched, `dataset_num_proc`), so no compute is
+  spent on padding. The tail of each map batch that does not fill a block is dropped.
+- Precision `auto`: bf16 on GPUs that have it and on CPUs with native bf16 matmul
+  (AVX512-BF16/AMX, ≈2.4× fp32 here), fp16 with loss scaling on older GPUs, otherwise fp32.
+- Optimizer: fused AdamW where torch has it (CUDA, and CPU since torch 2.4), warmup + cosine.
+- Checkpoints: safetensors every `save_steps`, `save_total_limit` kept. Re-running the same
+  command resumes from the newest *complete* checkpoint (a run killed mid-save leaves a partial
+  `checkpoint-N` without `trainer_state.json`, which is set aside), at the next step with the
+  same data order (the Trainer's seeded sampler and restored RNG states).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, Trainer, TrainerCallback, TrainingArguments
+
+from hfllm.data.loading import load_text_dataset
+from hfllm.errors import ConfigError, DataError
+from hfllm.modeling import count_parameters, llama_config
+from hfllm.report import Section, StageResult
+
+TRACE_FILE = "step_trace.jsonl"
+
+
+@dataclass
+class PretrainScriptArguments:
+    """Data and tokenizer (TRL's `ScriptArguments` names)."""
+
+    dataset_name: str = field(default="runs/demo/data", metadata={"help": "Data stage dir, local file, or Hub id."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
+    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    dataset_test_split: str = field(default="test", metadata={"help": "Held-out split for eval loss."})
+    dataset_text_field: str = field(default="text", metadata={"help": "Column holding the document text."})
+    dataset_streaming: bool = field(default=False, metadata={"help": "Stream the dataset (needs max_steps)."})
+    tokenizer_name: str = field(default="runs/demo/tokenizer", metadata={"help": "Tokenizer dir or Hub id."})
+    max_eval_blocks: int | None = field(default=None, metadata={"help": "Evaluate on at most this many blocks."})
+
+
+@dataclass
+class PretrainModelArguments:
+    """The model: continue from `model_name_or_path`, or a new Llama of the given shape."""
+
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Start from these weights."})
+    num_layers: int = field(default=4, metadata={"help": "Transformer blocks (new model)."})
+    hidden_size: int = field(default=256, metadata={"help": "Model width (new model)."})
+    num_heads: int = field(default=4, metadata={"help": "Attention heads (new model)."})
+    num_kv_heads: int | None = field(default=None, metadata={"help": "KV heads for GQA (default: num_heads)."})
+    intermediate_size: int | None = field(default=None, metadata={"help": "FFN width (default 8/3·d rounded to 64)."})
+    tie_word_embeddings: bool = field(default=True, metadata={"help": "Share input and output embeddings."})
+    attn_implementation: str = field(default="sdpa", metadata={"help": "eager, sdpa, flash_attention_2, …"})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the Hub."})
+
+
+@dataclass
+class PretrainConfig(TrainingArguments):
+    """`TrainingArguments` with pretraining defaults and the packing/precision switches."""
+
+    max_length: int = field(default=256, metadata={"help": "Block (sequence) length in tokens."})
+    dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes for tokenizing/packing."})
+    precision: str = field(default="auto", metadata={"help": "auto, bf16, fp16 or fp32 (auto: see module doc)."})
+    record_step_trace: bool = field(
+        default=False, metadata={"help": f"Write per-micro-step loss and batch hash to {TRACE_FILE}."}
+    )
+    # Defaults that differ from TrainingArguments', chosen for pretraining.
+    learning_rate: float = field(default=3e-4, metadata={"help": "Peak learning rate."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Scheduler after warmup."})
+    warmup_steps: float = field(default=0.05, metadata={"help": "Warmup steps (<1: fraction of all steps)."})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay."})
+    adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2."})
+    optim: str = field(default="adamw_torch_fused", metadata={"help": "Optimizer (fused AdamW by default)."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
+    save_steps: float = field(default=200, metadata={"help": "Checkpoint every N steps."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept."})
+    report_to: str | list[str] | None = field(default="none", metadata={"help": "Trackers (none, wandb, …)."})
+    output_dir: str | None = field(default="runs/demo/pretrain", metadata={"help": "Model and checkpoints."})
+
+    def __post_init__(self):
+        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16, fp16 or fp32, got {self.precision!r}")
+        chosen = auto_precision() if self.precision == "auto" else self.precision
+        self.bf16, self.fp16 = chosen == "bf16", chosen == "fp16"
+        if self.bf16 and not torch.cuda.is_available():
+            self.use_cpu = True  # transformers refuses CPU bf16 (autocast) unless told it is on CPU
+        super().__post_init__()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU multiplies bf16 in hardware (x86 AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def auto_precision() -> str:
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def pack_documents(ds, tokenizer, text_field: str, block_size: int, num_proc: int | None = None):
+    """Tokenize and pack into `block_size` blocks: `bos doc eos bos doc eos …`, no padding."""
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    if eos is None:
+        raise ConfigError("tokenizer has no eos token, needed between packed documents", field="tokenizer_name")
+    prefix = [bos] if bos is not None else []
+
+    def pack(batch: dict[str, list]) -> dict[str, list]:
+        stream: list[int] = []
+        for ids in tokenizer(batch[text_field], add_special_tokens=False)["input_ids"]:
+            stream += prefix + ids + [eos]
+        n = len(stream) // block_size * block_size
+        return {"input_ids": [stream[i : i + block_size] for i in range(0, n, block_size)]}
+
+    columns = ds.column_names
+    kwargs: dict[str, Any] = {"batched": True, "batch_size": 1000, "remove_columns": columns}
+    if hasattr(ds, "__len__"):  # a map-style Dataset (not streaming)
+        kwargs.update(num_proc=num_proc, keep_in_memory=True, desc="packing")
+    return ds.map(pack, **kwargs)
+
+
+def collate_blocks(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    ids = torch.tensor([f["input_ids"] for f in features], dtype=torch.long)
+    return {"input_ids": ids, "labels": ids}
+
+
+def batch_hash(input_ids: torch.Tensor) -> str:
+    return hashlib.sha256(input_ids.detach().cpu().numpy().astype("int64").tobytes()).hexdigest()[:16]
+
+
+class PretrainTrainer(Trainer):
+    """`Trainer` that can record, per micro-step, the loss and a hash of the batch.
+
+    The trace is what makes "resume continues at the next step with the same data order"
+    checkable: a resumed run's trace must equal an uninterrupted run's.
+    """
+
+    trace_path: Path | None = None
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        digest = batch_hash(inputs["input_ids"]) if self.trace_path else None
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.trace_path is not None:
+            row = {"step": self.state.global_step + 1, "loss": float(loss.item()), "batch": digest}
+            with self.trace_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+        return loss
+
+
+def _checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    found = []
+    for p in output_dir.glob("checkpoint-*"):
+        m = re.fullmatch(r"checkpoint-(\d+)", p.name)
+        if m and p.is_dir():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def is_complete_checkpoint(path: Path) -> bool:
+    """The Trainer writes trainer_state.json last: without a readable one the save was cut."""
+    try:
+        json.loads((path / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return any(path.glob("*.safetensors"))
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
+    """Newest complete checkpoint; newer partial ones (a kill mid-save) are moved aside."""
+    output_dir = Path(output_dir)
+    for step, path in reversed(_checkpoints(output_dir)):
+        if is_complete_checkpoint(path):
+            return path
+        aside = output_dir / f"incomplete-checkpoint-{step}"
+        shutil.rmtree(aside, ignore_errors=True)
+        path.rename(aside)
+    return None
+
+
+def _truncate_trace(trace: Path, last_step: int) -> None:
+    """Drop trace rows of steps after the checkpoint we resume from (the killed run's)."""
+    if not trace.exists():
+        return
+    rows = [line for line in trace.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
+    trace.write_text("".join(r + "\n" for r in rows))
+
+
+def build_model(model_args: PretrainModelArguments, tokenizer, max_length: int):
+    vocab = len(tokenizer)
+    if model_args.model_name_or_path:
+        model = AutoModelForCausalLM.from_pretrained(
+            model_args.model_name_or_path,
+            attn_implementation=model_args.attn_implementation,
+            trust_remote_code=model_args.trust_remote_code,
+            dtype=torch.float32,
+        )
+        if model.config.vocab_size < vocab:
+            raise ConfigError(
+                f"tokenizer has {vocab} tokens but model {model_args.model_name_or_path} has vocab_size "
+                f"{model.config.vocab_size}: train the tokenizer and model together, or resize",
+                field="tokenizer_name",
+            )
+        return model
+    config = llama_config(
+        model_args.num_layers, model_args.hidden_size, model_args.num_heads, max_length,
+        # Pad the embedding table to a multiple of 64: faster matmuls, unused rows never trained.
+        vocab_size=-(-vocab // 64) * 64,
+        num_kv_heads=model_args.num_kv_heads,
+        intermediate_size=model_args.intermediate_size,
+        tie_word_embeddings=model_args.tie_word_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config._attn_implementation = model_args.attn_implementation
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        max_new_tokens=128,
+    )
+    return model
+
+
+def _loss_plot(log_history: list[dict[str, Any]]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    train = [(r["step"], r["loss"]) for r in log_history if "loss" in r]
+    evals = [(r["step"], r["eval_loss"]) for r in log_history if "eval_loss" in r]
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if evals:
+        ax.plot(*zip(*evals), "o-", label="held-out loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def run_pretrain_stage(
+    script_args: PretrainScriptArguments,
+    training_args: PretrainConfig,
+    model_args: PretrainModelArguments,
+    callbacks: list[TrainerCallback] | None = None,
+) -> StageResult:
+    output_dir = Path(training_args.output_dir)
+    tokenizer = AutoTokenizer.from_pretrained(script_args.tokenizer_name, trust_remote_code=model_args.trust_remote_code)
+    if script_args.dataset_streaming and training_args.max_steps <= 0:
+        raise ConfigError("a streamed dataset has no length: set max_steps", field="max_steps")
+
+    train_docs = load_text_dataset(
+        script_args.dataset_name, script_args.dataset_train_split, text_field=script_args.dataset_text_field,
+        config=script_args.dataset_config, streaming=script_args.dataset_streaming,
+    )
+    train = pack_documents(train_docs, tokenizer, script_args.dataset_text_field, training_args.max_length, training_args.dataset_num_proc)
+    if script_args.dataset_streaming:
+        train = train.shuffle(seed=training_args.seed, buffer_size=10_000)
+    elif len(train) == 0:
+        raise DataError(f"no full block of {training_args.max_length} tokens in the training split", where=script_args.dataset_name)
+    eval_ds = None
+    if training_args.eval_strategy != "no":
+        test_docs = load_text_dataset(
+            script_args.dataset_name, script_args.dataset_test_split, text_field=script_args.dataset_text_field,
+            config=script_args.dataset_config,
+        )
+        eval_ds = pack_documents(test_docs, tokenizer, script_args.dataset_text_field, training_args.max_length, training_args.dataset_num_proc)
+        if script_args.max_eval_blocks is not None:
+            eval_ds = eval_ds.select(range(min(script_args.max_eval_blocks, len(eval_ds))))
+
+    model = build_model(model_args, tokenizer, training_args.max_length)
+    trainer = PretrainTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=eval_ds,
+        data_collator=collate_blocks,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    resume = training_args.resume_from_checkpoint or last_complete_checkpoint(output_dir)
+    if training_args.record_step_trace:
+        trainer.trace_path = output_dir / TRACE_FILE
+        if resume:
+            _truncate_trace(trainer.trace_path, int(str(resume).rsplit("-", 1)[-1]))
+        else:
+            trainer.trace_path.unlink(missing_ok=True)
+    train_result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    trainer.save_model(str(output_dir))
+    tokenizer.save_pretrained(str(output_dir))
+
+    metrics: dict[str, Any] = {
+        "parameters": model.num_parameters(),
+        "parameters_non_embedding": count_parameters(model.config, embeddings=False),
+        "train_blocks": len(train) if hasattr(train, "__len__") else None,
+        "tokens_seen": trainer.state.global_step * training_args.max_length
+        * training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+        * training_args.world_size,
+        "steps": trainer.state.global_step,
+        "train_loss": train_result.training_loss,
+        "precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32",
+        "resumed_from": os.path.basename(str(resume)) if resume else None,
+    }
+    if eval_ds is not None:
+        eval_loss = trainer.evaluate()["eval_loss"]
+        metrics.update(eval_loss=eval_loss, eval_perplexity=math.exp(eval_loss))
+    section = Section("pretrain", "Pretraining")
+    section.text(
+        f"Llama-style model, {metrics['parameters']:,} parameters, trained for {metrics['steps']} steps "
+        f"({metrics['tokens_seen']:,} tokens) in {metrics['precision']} on packed blocks of {training_args.max_length} tokens."
+    )
+    section.metrics({k: v for k, v in metrics.items() if v is not None})
+    section.plot(_loss_plot(trainer.state.log_history), "loss", "training and held-out loss")
+    return StageResult(metrics=metrics, section=section)
