@@ -40,12 +40,14 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def dataclass_fields(dataclass_types: Iterable[type]) -> dict[str, dataclasses.Field]:
-    fields: dict[str, dataclasses.Field] = {}
+def dataclass_fields(dataclass_types: Iterable[type]) -> dict[str, Any]:
+    """{field name: resolved type} over the dataclasses (string annotations resolved)."""
+    fields: dict[str, Any] = {}
     for dtype in dataclass_types:
+        hints = typing.get_type_hints(dtype)
         for f in dataclasses.fields(dtype):
             if f.init:
-                fields.setdefault(f.name, f)
+                fields.setdefault(f.name, hints.get(f.name, f.type))
     return fields
 
 
@@ -129,7 +131,7 @@ def check_config(
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise ConfigError(f"unknown key{hint}", where=where, field=str(key))
         try:
-            checked[key] = _coerce(value, fields[key].type)
+            checked[key] = _coerce(value, fields[key])
         except TypeError as err:
             raise ConfigError(
                 f"expected {err}, got {type(value).__name__} {value!r}", where=where, field=key

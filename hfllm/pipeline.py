@@ -10,8 +10,10 @@ A pipeline file names the run and lists its stages, each with the same YAML a us
 
 The runner wires the stages together: each stage's `output_dir` becomes `<run_dir>/<stage>` and
 its inputs (e.g. pretrain's `dataset_name` and `tokenizer_name`) point at the upstream stage
-directories, when those stages are in the pipeline. Every stage config is checked before any
-stage runs, so a bad key fails the run before anything is written.
+directories, when those stages are in the pipeline — except fields the entry lists under
+`unwired` (e.g. pretraining that streams the Hub dataset the data stage only sampled). Every
+stage config is checked before any stage runs, so a bad key fails the run before anything is
+written.
 
 Each finished stage writes `manifest.json` (resolved config, inputs and their fingerprints,
 metrics, versions, git revision, wall time) and its report section; report.md is rebuilt after
@@ -223,8 +225,8 @@ def load_pipeline(path: str | Path, run_dir: str | Path | None = None) -> tuple[
     stages: list[PipelineStage] = []
     for i, entry in enumerate(entries):
         where = f"{path}: stages[{i}]"
-        if not isinstance(entry, dict) or set(entry) - {"stage", "config", "budget_s"}:
-            raise ConfigError("each stage is a mapping with stage, config and optional budget_s", where=where)
+        if not isinstance(entry, dict) or set(entry) - {"stage", "config", "budget_s", "unwired"}:
+            raise ConfigError("each stage is a mapping with stage, config, and optional budget_s and unwired", where=where)
         stage = entry.get("stage")
         if stage not in STAGES:
             raise ConfigError(f"unknown stage {stage!r} (known: {', '.join(STAGES)})", where=where, field="stage")
@@ -232,8 +234,9 @@ def load_pipeline(path: str | Path, run_dir: str | Path | None = None) -> tuple[
             raise ConfigError(f"stage {stage!r} is out of order (order: {', '.join(STAGES)})", where=where)
         st = STAGES[stage]
         overrides: dict[str, Any] = {"output_dir": str(run_dir / stage)}
+        unwired = entry.get("unwired") or []
         for field_name, upstream in st.inputs:
-            if upstream in names:
+            if upstream in names and field_name not in unwired:
                 overrides[field_name] = str(run_dir / upstream)
         dataclass_types, _ = st.load()
         config_path = path.parent / entry.get("config", f"{stage}.yaml")

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, Trainer, TrainerCallback, TrainingArguments
 
+from hfllm.corpus import held_out
 from hfllm.data.loading import load_text_dataset
 from hfllm.errors import ConfigError, DataError
 from hfllm.modeling import count_parameters, llama_config
@@ -46,6 +47,11 @@ class PretrainScriptArguments:
     dataset_text_field: str = field(default="text", metadata={"help": "Column holding the document text."})
     dataset_streaming: bool = field(default=False, metadata={"help": "Stream the dataset (needs max_steps)."})
     tokenizer_name: str = field(default="runs/demo/tokenizer", metadata={"help": "Tokenizer dir or Hub id."})
+    exclude_held_out_fraction: float | None = field(
+        default=None,
+        metadata={"help": "Skip training documents that the data stage's content-hash split (this test_fraction) "
+                  "holds out — for streaming the same dataset the data stage sampled."},
+    )
     max_eval_blocks: int | None = field(default=None, metadata={"help": "Evaluate on at most this many blocks."})
 
 
@@ -84,7 +90,7 @@ class PretrainConfig(TrainingArguments):
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
     save_steps: float = field(default=200, metadata={"help": "Checkpoint every N steps."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept."})
-    report_to: str | list[str] | None = field(default="none", metadata={"help": "Trackers (none, wandb, …)."})
+    report_to: None | str | list[str] = field(default="none", metadata={"help": "Trackers (none, wandb, …)."})
     output_dir: str | None = field(default="runs/demo/pretrain", metadata={"help": "Model and checkpoints."})
 
     def __post_init__(self):
@@ -272,6 +278,9 @@ def run_pretrain_stage(
         script_args.dataset_name, script_args.dataset_train_split, text_field=script_args.dataset_text_field,
         config=script_args.dataset_config, streaming=script_args.dataset_streaming,
     )
+    if script_args.exclude_held_out_fraction:
+        fraction, text_field = script_args.exclude_held_out_fraction, script_args.dataset_text_field
+        train_docs = train_docs.filter(lambda row: not held_out(row[text_field], fraction))
     train = pack_documents(train_docs, tokenizer, script_args.dataset_text_field, training_args.max_length, training_args.dataset_num_proc)
     if script_args.dataset_streaming:
         train = train.shuffle(seed=training_args.seed, buffer_size=10_000)

@@ -12,7 +12,7 @@ from typing import Any
 import datasets
 
 from hfllm import corpus
-from hfllm.errors import DataError
+from hfllm.errors import ConfigError, DataError
 from hfllm.report import Section, StageResult
 
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
@@ -31,6 +31,9 @@ class DataArguments:
     dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
     dataset_test_split: str = field(default="test", metadata={"help": "Held-out split (made if missing)."})
     dataset_text_field: str = field(default="text", metadata={"help": "Column holding the document text."})
+    dataset_streaming: bool = field(
+        default=False, metadata={"help": "Stream the dataset and keep the first max_train_docs (no full download)."}
+    )
     corpus_sources: list[str] = field(
         default_factory=lambda: list(corpus.SOURCES), metadata={"help": "Embedded corpus sources, in order."}
     )
@@ -109,6 +112,13 @@ _FEATURES = datasets.Features({"text": datasets.Value("string"), "source": datas
 def _from_dataset(args: DataArguments) -> datasets.DatasetDict:
     name = args.dataset_name
     assert name is not None
+    if args.dataset_streaming:
+        if args.max_train_docs is None:
+            raise ConfigError("a streamed dataset needs max_train_docs (how many documents to keep)", field="max_train_docs")
+        stream = load_text_dataset(name, args.dataset_train_split, text_field=args.dataset_text_field,
+                                   config=args.dataset_config, streaming=True)
+        train = datasets.Dataset.from_list([{"text": r[args.dataset_text_field]} for r in stream.take(args.max_train_docs)])
+        return _split_by_hash(normalise_text(train, "text", name), args)
     train = load_text_dataset(name, args.dataset_train_split, text_field=args.dataset_text_field, config=args.dataset_config)
     check_texts(train, args.dataset_text_field, name)
     try:
@@ -117,19 +127,29 @@ def _from_dataset(args: DataArguments) -> datasets.DatasetDict:
     except DataError as err:
         if "no split" not in err.message and "cannot load split" not in err.message:
             raise
-        # No held-out split: take one by content hash, like the embedded corpus.
-        is_test = [corpus.held_out(t, args.test_fraction) for t in train[args.dataset_text_field]]
-        test = train.select([i for i, h in enumerate(is_test) if h])
-        train = train.select([i for i, h in enumerate(is_test) if not h])
+        return _split_by_hash(normalise_text(train, args.dataset_text_field, name), args)
+    return datasets.DatasetDict({
+        args.dataset_train_split: normalise_text(train, args.dataset_text_field, name),
+        args.dataset_test_split: normalise_text(test, args.dataset_text_field, name),
+    })
 
-    def normalise(ds: datasets.Dataset) -> datasets.Dataset:
-        if args.dataset_text_field != "text":
-            ds = ds.rename_column(args.dataset_text_field, "text")
-        if "source" not in ds.column_names:
-            ds = ds.add_column("source", [name] * len(ds))
-        return ds.select_columns(["text", "source"])
 
-    return datasets.DatasetDict({args.dataset_train_split: normalise(train), args.dataset_test_split: normalise(test)})
+def normalise_text(ds: datasets.Dataset, text_field: str, source: str) -> datasets.Dataset:
+    """Columns `text` and `source`, whatever the dataset called its text."""
+    if text_field != "text":
+        ds = ds.rename_column(text_field, "text")
+    if "source" not in ds.column_names:
+        ds = ds.add_column("source", [source] * len(ds))
+    return ds.select_columns(["text", "source"])
+
+
+def _split_by_hash(ds: datasets.Dataset, args: DataArguments) -> datasets.DatasetDict:
+    """No held-out split given: take one by content hash, like the embedded corpus."""
+    is_test = [corpus.held_out(t, args.test_fraction) for t in ds["text"]]
+    return datasets.DatasetDict({
+        args.dataset_train_split: ds.select([i for i, h in enumerate(is_test) if not h]),
+        args.dataset_test_split: ds.select([i for i, h in enumerate(is_test) if h]),
+    })
 
 
 def _source_table(ds: datasets.Dataset) -> list[list[Any]]:

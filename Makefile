@@ -1,0 +1,31 @@
+# make demo — the whole pipeline on the embedded offline corpus, ends with the report's path.
+# make test — the test suite (what CI runs).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.hfllm-installed
+# CPU build from the local wheel where no GPU is present; keep the CUDA build otherwise.
+TORCH_SPEC ?= $(shell if nvidia-smi >/dev/null 2>&1; then echo torch; else echo torch==2.13.0; fi)
+
+.PHONY: demo test tiny setup clean-runs
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e '.[dev]' -c constraints.txt
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/hfllm run recipes/configs/demo/pipeline.yaml
+	@echo "Report: $(CURDIR)/runs/demo/report.md"
+
+tiny: $(STAMP)
+	$(VENV)/bin/hfllm run recipes/configs/tiny/pipeline.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean-runs:
+	rm -rf runs

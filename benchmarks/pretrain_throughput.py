@@ -1,0 +1,140 @@
+"""Pretraining throughput: hfllm's recipe against the Trainer scripts a user writes first.
+
+Same model (Llama, hidden 256, 4 layers, 4 heads, seq 256, the corpus's own 8k BPE), same
+corpus (the embedded one), same optimizer hyper-parameters, one process, one after another:
+
+  a  plain   — one document per example, truncated/padded to max_length, fp32, `Trainer` defaults
+  b  packed  — documents packed into full blocks (no padding), fp32
+  c  hfllm   — the recipe's defaults on this machine: packed, precision auto (bf16 where the
+               hardware multiplies bf16), fused AdamW
+  d  hfllm+compile — c with `torch_compile=True` (compile time excluded: warm-up steps)
+
+Throughput is real (non-pad) tokens per second over the timed steps, after warm-up steps.
+Model FLOP/s uses the PaLM formula (hfllm.modeling.flops_per_token): 6·N + 12·L·d·T per token,
+N = matmul weights incl. the output projection, T = seq; it is printed as a fraction of this
+machine's measured matmul ceiling in the run's precision (a large square matmul, best of 5).
+
+Usage:  python benchmarks/pretrain_throughput.py [--steps 40] [--warmup 8] [--only a,c,d]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
+
+from hfllm import corpus
+from hfllm.modeling import flops_per_token
+from hfllm.pretrain import PretrainConfig, PretrainModelArguments, auto_precision, build_model, collate_blocks, pack_documents
+from hfllm.tokenizer import train_bpe
+
+SEQ, BATCH = 256, 16
+
+
+def matmul_ceiling(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 * reps / best
+
+
+class Clock(TrainerCallback):
+    """Wall time at the end of each step; tokens are counted by the trainer below."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter())
+
+
+class CountingTrainer(Trainer):
+    real_tokens: list[int]
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        mask = inputs.get("attention_mask")
+        self.real_tokens.append(int(mask.sum()) if mask is not None else inputs["input_ids"].numel())
+        return super().training_step(model, inputs, num_items_in_batch)
+
+
+def run(name: str, train, collator, tokenizer, precision: str, optim: str, compile_: bool, steps: int, warmup: int, out: Path):
+    torch.manual_seed(0)
+    args = PretrainConfig(
+        output_dir=str(out / name), max_length=SEQ, per_device_train_batch_size=BATCH, max_steps=steps + warmup,
+        learning_rate=1e-3, precision=precision, optim=optim, torch_compile=compile_, save_strategy="no",
+        logging_steps=10**6, report_to="none", disable_tqdm=True, dataloader_num_workers=0, seed=0,
+    )
+    model = build_model(PretrainModelArguments(num_layers=4, hidden_size=256, num_heads=4), tokenizer, SEQ)
+    clock = Clock()
+    trainer = CountingTrainer(model=model, args=args, train_dataset=train, data_collator=collator, callbacks=[clock])
+    trainer.real_tokens = []
+    trainer.train()
+    seconds = clock.times[-1] - clock.times[warmup - 1]
+    tokens = sum(trainer.real_tokens[warmup:steps + warmup])
+    return tokens / seconds, model.config, args
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=8)
+    parser.add_argument("--only", default="a,b,c,d")
+    parser.add_argument("--json", help="also write the results here")
+    opts = parser.parse_args()
+
+    rows = list(corpus.iter_documents(["pydoc_topics", "stdlib_docstrings", "package_metadata"], max_bytes_per_source=1_000_000))
+    texts = [r["text"] for r in rows]
+    tokenizer = train_bpe(iter(texts), vocab_size=8192)
+    import datasets
+
+    docs = datasets.Dataset.from_dict({"text": texts})
+    packed = pack_documents(docs, tokenizer, "text", SEQ)
+    # The first script: each document one example, cut or padded to max_length, pad masked in labels.
+    plain = docs.map(lambda b: tokenizer(b["text"], truncation=True, max_length=SEQ, padding="max_length"),
+                     batched=True, remove_columns=["text"])
+    plain_collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+
+    auto = auto_precision()
+    ceilings = {"fp32": matmul_ceiling(torch.float32), "bf16": matmul_ceiling(torch.bfloat16)}
+    print(f"device: {'cuda ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}; precision auto → {auto}")
+    print(f"matmul ceiling: fp32 {ceilings['fp32'] / 1e9:.1f} GFLOP/s, bf16 {ceilings['bf16'] / 1e9:.1f} GFLOP/s")
+    print(f"plain script: {sum(sum(m) for m in plain['attention_mask']) / (len(plain) * SEQ):.1%} of its tokens are real")
+
+    variants = {
+        "a": ("plain fp32 (pad to max_length)", plain, plain_collator, "fp32", "adamw_torch", False),
+        "b": ("packed fp32", packed, collate_blocks, "fp32", "adamw_torch", False),
+        "c": (f"hfllm recipe ({auto}, fused AdamW)", packed, collate_blocks, auto, "adamw_torch_fused", False),
+        "d": (f"hfllm recipe + torch.compile", packed, collate_blocks, auto, "adamw_torch_fused", True),
+    }
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for key in opts.only.split(","):
+            label, ds, collator, precision, optim, compile_ = variants[key]
+            tps, config, args = run(key, ds, collator, tokenizer, precision, optim, compile_, opts.steps, opts.warmup, Path(tmp))
+            flops = tps * flops_per_token(config, SEQ)
+            ceiling = ceilings["bf16" if args.bf16 else "fp32"]
+            results[key] = {"label": label, "tokens_per_s": tps, "model_flops": flops, "fraction_of_ceiling": flops / ceiling}
+            print(f"{key}  {label:<40} {tps:>9.0f} real tok/s  {flops / 1e9:6.1f} GFLOP/s  "
+                  f"{flops / ceiling:5.1%} of the {'bf16' if args.bf16 else 'fp32'} ceiling", flush=True)
+    if "a" in results:
+        for key, r in results.items():
+            r["ratio_vs_plain"] = r["tokens_per_s"] / results["a"]["tokens_per_s"]
+            print(f"ratio {key}/a = {r['ratio_vs_plain']:.2f}×")
+    if opts.json:
+        Path(opts.json).write_text(json.dumps({"ceilings": ceilings, "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()

@@ -1,0 +1,108 @@
+"""Bad config input: one clear line naming the file and field, exit ≠ 0, nothing damaged."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hfllm.configs import check_config, parse_args, parse_config_file
+from hfllm.errors import ConfigError
+from hfllm.pipeline import load_pipeline, run_pipeline
+from hfllm.pretrain import PretrainConfig, PretrainModelArguments, PretrainScriptArguments
+
+from conftest import REPO
+
+PRETRAIN = (PretrainScriptArguments, PretrainConfig, PretrainModelArguments)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_unknown_key_names_file_and_field(tmp_path):
+    cfg = write(tmp_path / "p.yaml", "max_length: 64\nlearning_rat: 0.1\n")
+    with pytest.raises(ConfigError) as err:
+        parse_config_file(PRETRAIN, cfg)
+    line = err.value.one_line()
+    assert str(cfg) in line and "'learning_rat'" in line and "unknown key" in line and "learning_rate" in line
+
+
+@pytest.mark.parametrize("text,field", [("max_length: sixty\n", "max_length"), ("bf16: maybe\n", "bf16"),
+                                        ("num_layers: 2.5\n", "num_layers"), ("precision: fp8\n", None)])
+def test_wrong_type_names_field(tmp_path, text, field):
+    cfg = write(tmp_path / "p.yaml", text)
+    with pytest.raises(ConfigError) as err:
+        parse_config_file(PRETRAIN, cfg)
+    assert str(cfg) in err.value.one_line()
+    if field:
+        assert err.value.field == field
+
+
+def test_yaml_scientific_notation_without_dot_is_a_float(tmp_path):
+    # YAML 1.1 reads `3e-4` as a string; a float field takes it as 3e-4.
+    cfg = write(tmp_path / "p.yaml", "learning_rate: 3e-4\noutput_dir: " + str(tmp_path / "o") + "\n")
+    _, training_args, _ = parse_config_file(PRETRAIN, cfg)
+    assert training_args.learning_rate == 3e-4
+
+
+def test_cli_overrides_config(tmp_path):
+    cfg = write(tmp_path / "p.yaml", "max_length: 64\nnum_layers: 3\n")
+    script, training, model = parse_args(PRETRAIN, ["--config", str(cfg), "--num_layers", "5", "--output_dir", str(tmp_path)])
+    assert (training.max_length, model.num_layers) == (64, 5)
+
+
+def test_check_config_accepts_env_key():
+    assert check_config({"env": {"A": "1"}}, PRETRAIN, "x.yaml") == {"env": {"A": "1"}}
+
+
+def test_recipe_exits_2_with_one_line(tmp_path):
+    cfg = write(tmp_path / "p.yaml", "dataset_name: nowhere\nwarmup_step: 3\n")
+    proc = subprocess.run([sys.executable, str(REPO / "recipes" / "pretrain.py"), "--config", str(cfg)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("hfllm: error:") and str(cfg) in lines[0] and "warmup_step" in lines[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_stage_config_fails_before_anything_runs(tmp_path):
+    tiny = REPO / "recipes" / "configs" / "tiny"
+    for name in ("data.yaml", "tokenizer.yaml", "evaluation.yaml"):
+        (tmp_path / name).write_text((tiny / name).read_text())
+    write(tmp_path / "pretrain.yaml", (tiny / "pretrain.yaml").read_text() + "hidden_sise: 3\n")
+    write(tmp_path / "pipeline.yaml", (tiny / "pipeline.yaml").read_text())
+    run_dir = tmp_path / "run"
+    (run_dir / "data").mkdir(parents=True)
+    (run_dir / "data" / "keep.txt").write_text("earlier output")
+    with pytest.raises(ConfigError, match="hidden_sise"):
+        run_pipeline(tmp_path / "pipeline.yaml", run_dir=run_dir)
+    assert (run_dir / "data" / "keep.txt").read_text() == "earlier output"
+    assert sorted(p.name for p in run_dir.rglob("*")) == ["data", "keep.txt"]
+
+
+def test_pipeline_rejects_unknown_stage_and_order(tmp_path):
+    write(tmp_path / "a.yaml", "stages:\n  - {stage: sft}\n")
+    with pytest.raises(ConfigError, match="unknown stage"):
+        load_pipeline(tmp_path / "a.yaml")
+    write(tmp_path / "data.yaml", "")
+    write(tmp_path / "tokenizer.yaml", "")
+    write(tmp_path / "b.yaml", "stages:\n  - {stage: tokenizer}\n  - {stage: data}\n")
+    with pytest.raises(ConfigError, match="out of order"):
+        load_pipeline(tmp_path / "b.yaml")
+
+
+def test_pipeline_wires_stage_dirs(tmp_path):
+    name, run_dir, stages = load_pipeline(REPO / "recipes/configs/tiny/pipeline.yaml", run_dir=tmp_path / "r")
+    pretrain = next(s for s in stages if s.spec.name == "pretrain")
+    script, training, _ = pretrain.args
+    assert (script.dataset_name, script.tokenizer_name, training.output_dir) == (
+        str(tmp_path / "r" / "data"), str(tmp_path / "r" / "tokenizer"), str(tmp_path / "r" / "pretrain"))
+
+
+def test_every_profile_parses():
+    for profile in ("tiny", "demo", "llama-125m"):
+        name, _, stages = load_pipeline(REPO / "recipes/configs" / profile / "pipeline.yaml")
+        assert name == profile and stages

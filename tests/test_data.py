@@ -1,0 +1,75 @@
+"""The embedded corpus and the data stage, on real text from this machine."""
+
+import json
+
+import datasets
+import pytest
+
+from hfllm import corpus
+from hfllm.data import DataArguments, load_text_dataset, run_data_stage
+from hfllm.errors import DataError
+
+
+def test_corpus_is_real_english_text_from_each_source():
+    rows = list(corpus.iter_documents(max_bytes_per_source=60_000))
+    sources = {r["source"] for r in rows}
+    assert sources == set(corpus.SOURCES)
+    text = " ".join(r["text"] for r in rows if r["source"] == "pydoc_topics")
+    # help() topics are real prose about Python.
+    assert "statement" in text and "expression" in text
+    for source in corpus.SOURCES:
+        assert sum(len(r["text"].encode()) for r in rows if r["source"] == source) <= 60_000
+    assert len({r["text"] for r in rows}) == len(rows)  # exact duplicates dropped
+
+
+def test_held_out_split_depends_only_on_content():
+    texts = [r["text"] for r in corpus.iter_documents(["pydoc_topics"])]
+    first = [corpus.held_out(t, 0.2) for t in texts]
+    assert first == [corpus.held_out(t, 0.2) for t in reversed(texts)][::-1]
+    assert 0 < sum(first) < len(texts)
+    assert corpus.content_hash(texts) == corpus.content_hash(list(texts))
+    assert corpus.content_hash(texts) != corpus.content_hash(texts[1:])
+
+
+def test_data_stage_writes_splits_and_counts(tiny_run):
+    dd = datasets.load_from_disk(str(tiny_run / "data"))
+    manifest = json.loads((tiny_run / "data" / "manifest.json").read_text())
+    m = manifest["metrics"]
+    assert (len(dd["train"]), len(dd["test"])) == (m["train_docs"], m["test_docs"])
+    assert dd["train"].column_names == ["text", "source"]
+    assert not set(dd["train"]["text"]) & set(dd["test"]["text"])
+    assert len(m["content_hash"]) == 64
+
+
+def test_missing_column_names_dataset_and_field(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_text(json.dumps({"content": "hello world"}) + "\n")
+    with pytest.raises(DataError) as err:
+        load_text_dataset(str(path), "train", text_field="text")
+    assert str(path) in err.value.one_line() and "'text'" in err.value.one_line() and "content" in err.value.one_line()
+
+
+def test_empty_corpus_is_a_clear_error(tmp_path):
+    args = DataArguments(corpus_sources=["pydoc_topics"], corpus_min_chars=10**9, output_dir=str(tmp_path / "d"))
+    with pytest.raises(DataError, match="empty corpus"):
+        run_data_stage(args)
+    assert not (tmp_path / "d").exists()
+
+
+def test_non_string_row_is_named(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["a real document " * 5, None, "x" * 50]))
+    args = DataArguments(dataset_name=str(path), output_dir=str(tmp_path / "d"))
+    with pytest.raises(DataError, match="row 1"):
+        run_data_stage(args)
+
+
+def test_local_file_without_test_split_gets_one(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    texts = [r["text"] for r in corpus.iter_documents(["pydoc_topics"])]
+    path.write_text("".join(json.dumps({"body": t}) + "\n" for t in texts))
+    args = DataArguments(dataset_name=str(path), dataset_text_field="body", test_fraction=0.2, output_dir=str(tmp_path / "d"))
+    result = run_data_stage(args)
+    assert result.metrics["train_docs"] + result.metrics["test_docs"] == len(texts)
+    dd = datasets.load_from_disk(str(tmp_path / "d"))
+    assert dd["train"].column_names == ["text", "source"]

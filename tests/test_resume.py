@@ -1,0 +1,90 @@
+"""Kill a pretraining run (at a step, and in the middle of a checkpoint save), re-run the same
+command, and compare every step's loss and batch with an uninterrupted run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def resume_config(tiny_run, tmp_path_factory):
+    cfg = tmp_path_factory.mktemp("resume") / "pretrain.yaml"
+    cfg.write_text(f"""
+dataset_name: {tiny_run / 'data'}
+tokenizer_name: {tiny_run / 'tokenizer'}
+num_layers: 2
+hidden_size: 64
+num_heads: 4
+max_length: 64
+per_device_train_batch_size: 8
+max_steps: 30
+save_steps: 10
+save_total_limit: 2
+logging_steps: 5
+learning_rate: 1.0e-3
+precision: fp32
+record_step_trace: true
+seed: 7
+""")
+    return cfg
+
+
+def recipe(cfg, out):
+    return [sys.executable, str(REPO / "recipes" / "pretrain.py"), "--config", str(cfg), "--output_dir", str(out)]
+
+
+def run(cmd, expect=0):
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == expect, proc.stderr[-3000:]
+    return proc
+
+
+def trace(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "step_trace.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def reference(resume_config, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "pretrain"
+    run(recipe(resume_config, out))
+    rows = trace(out)
+    assert [r["step"] for r in rows] == list(range(1, 31))
+    return rows
+
+
+def assert_same_run(rows, reference):
+    assert [r["step"] for r in rows] == [r["step"] for r in reference]
+    assert [r["batch"] for r in rows] == [r["batch"] for r in reference]
+    assert max(abs(a["loss"] - b["loss"]) for a, b in zip(rows, reference)) <= 1e-6
+
+
+def test_resume_after_kill_at_step(resume_config, reference, tmp_path):
+    out = tmp_path / "pretrain"
+    run([sys.executable, str(HERE / "resume_driver.py"), "step", "15", *recipe(resume_config, out)[2:]], expect=-9)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-10"]
+    assert not (out / "manifest.json").exists()
+    run(recipe(resume_config, out))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["metrics"]["resumed_from"] == "checkpoint-10"
+    assert manifest["metrics"]["steps"] == 30
+    assert_same_run(trace(out), reference)
+
+
+def test_resume_after_kill_mid_checkpoint_save(resume_config, reference, tmp_path):
+    out = tmp_path / "pretrain"
+    run([sys.executable, str(HERE / "resume_driver.py"), "save", "20", *recipe(resume_config, out)[2:]], expect=-9)
+    partial = out / "checkpoint-20"
+    assert partial.exists() and not (partial / "trainer_state.json").exists()
+    run(recipe(resume_config, out))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["metrics"]["resumed_from"] == "checkpoint-10"
+    assert_same_run(trace(out), reference)
+    # Checkpoints are safetensors; no pickled weights.
+    assert list(out.glob("checkpoint-30/*.safetensors")) and not list(out.rglob("pytorch_model.bin"))
