@@ -1,15 +1,17 @@
 """Pretraining stage: documents → packed blocks → transformers `Trainer` → HF model directory.
 
-- Packing: each document becomes `bos … eos`, documents are concatenated and cut into full
-  blocks of `max_length` tokens (`datasets.map`, batched, `dataset_num_proc`), so no compute is
-  spent on padding. The tail of each map batch that does not fill a block is dropped.
+- Packing (`hfllm.packing`): each document becomes `bos … eos`, documents are concatenated and
+  cut into full blocks of `max_length` tokens, so no compute is spent on padding: a map-style
+  dataset with `datasets.map` (batched, `dataset_num_proc`), a streamed one on the fly
+  (`PackedStream`, whose position is saved in every checkpoint).
 - Precision `auto`: bf16 on GPUs that have it and on CPUs with native bf16 matmul
   (AVX512-BF16/AMX, ≈2.4× fp32 here), fp16 with loss scaling on older GPUs, otherwise fp32.
 - Optimizer: fused AdamW where torch has it (CUDA, and CPU since torch 2.4), warmup + cosine.
 - Checkpoints: safetensors every `save_steps`, `save_total_limit` kept. Re-running the same
   command resumes from the newest *complete* checkpoint (a run killed mid-save leaves a partial
   `checkpoint-N` without `trainer_state.json`, which is set aside), at the next step with the
-  same data order (the Trainer's seeded sampler and restored RNG states).
+  same data order (the Trainer's seeded sampler and restored RNG states; for a stream, the
+  saved stream position).
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, Trainer, TrainerCallback, TrainingArguments
+from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, Trainer, TrainerCallback,
+                          TrainingArguments, set_seed)
+from transformers.trainer_callback import ExportableState
 
 from hfllm.corpus import held_out
 from hfllm.data.loading import load_text_dataset
 from hfllm.errors import ConfigError, DataError
 from hfllm.modeling import count_parameters, llama_config
+from hfllm.packing import PackedStream, collate_blocks, pack_documents
 from hfllm.report import Section, StageResult
 
 TRACE_FILE = "step_trace.jsonl"
@@ -92,6 +97,8 @@ class PretrainConfig(TrainingArguments):
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept."})
     report_to: None | str | list[str] = field(default="none", metadata={"help": "Trackers (none, wandb, …)."})
     output_dir: str | None = field(default="runs/demo/pretrain", metadata={"help": "Model and checkpoints."})
+    # Packed blocks carry only what the collator needs (input_ids, and a stream's block_index).
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep dataset columns as they are."})
 
     def __post_init__(self):
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):
@@ -118,46 +125,47 @@ def auto_precision() -> str:
     return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
-def pack_documents(ds, tokenizer, text_field: str, block_size: int, num_proc: int | None = None):
-    """Tokenize and pack into `block_size` blocks: `bos doc eos bos doc eos …`, no padding."""
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    if eos is None:
-        raise ConfigError("tokenizer has no eos token, needed between packed documents", field="tokenizer_name")
-    prefix = [bos] if bos is not None else []
-
-    def pack(batch: dict[str, list]) -> dict[str, list]:
-        stream: list[int] = []
-        for ids in tokenizer(batch[text_field], add_special_tokens=False)["input_ids"]:
-            stream += prefix + ids + [eos]
-        n = len(stream) // block_size * block_size
-        return {"input_ids": [stream[i : i + block_size] for i in range(0, n, block_size)]}
-
-    columns = ds.column_names
-    kwargs: dict[str, Any] = {"batched": True, "batch_size": 1000, "remove_columns": columns}
-    if hasattr(ds, "__len__"):  # a map-style Dataset (not streaming)
-        kwargs.update(num_proc=num_proc, keep_in_memory=True, desc="packing")
-    return ds.map(pack, **kwargs)
-
-
-def collate_blocks(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    ids = torch.tensor([f["input_ids"] for f in features], dtype=torch.long)
-    return {"input_ids": ids, "labels": ids}
-
-
 def batch_hash(input_ids: torch.Tensor) -> str:
     return hashlib.sha256(input_ids.detach().cpu().numpy().astype("int64").tobytes()).hexdigest()[:16]
 
 
-class PretrainTrainer(Trainer):
-    """`Trainer` that can record, per micro-step, the loss and a hash of the batch.
+class StreamPosition(TrainerCallback, ExportableState):
+    """Carries the stream's position into trainer_state.json (the Trainer's stateful callbacks).
 
-    The trace is what makes "resume continues at the next step with the same data order"
-    checkable: a resumed run's trace must equal an uninterrupted run's.
+    trainer_state.json is the last file of a checkpoint, so a checkpoint that has it has the
+    matching position too: no second file that a kill could separate from it.
+    """
+
+    def __init__(self):
+        self.position: dict[str, Any] | None = None
+
+    def state(self) -> dict[str, Any]:
+        return {"args": {}, "attributes": {"position": self.position}}
+
+
+def saved_stream_position(checkpoint: str | Path) -> dict[str, Any] | None:
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    saved = state.get("stateful_callbacks", {}).get(StreamPosition.__name__)
+    return saved["attributes"]["position"] if saved else None
+
+
+class PretrainTrainer(Trainer):
+    """`Trainer` for packed blocks, with two additions:
+
+    - with a `PackedStream`, it records the stream position after each batch it trains on
+      (`StreamPosition` saves it with every checkpoint);
+    - with `trace_path`, it appends each micro-step's loss and a hash of its batch, which is
+      what makes "resume continues at the next step with the same data order" checkable.
     """
 
     trace_path: Path | None = None
+    stream: PackedStream | None = None
+    stream_position: StreamPosition | None = None
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        block_index = inputs.pop("block_index", None)
+        if self.stream is not None and block_index is not None:
+            self.stream_position.position = self.stream.position_after(int(block_index.max()))
         digest = batch_hash(inputs["input_ids"]) if self.trace_path else None
         loss = super().training_step(model, inputs, num_items_in_batch)
         if self.trace_path is not None:
@@ -165,6 +173,10 @@ class PretrainTrainer(Trainer):
             with self.trace_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
         return loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs.pop("block_index", None)
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
 
 def _checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
@@ -273,6 +285,11 @@ def run_pretrain_stage(
     tokenizer = AutoTokenizer.from_pretrained(script_args.tokenizer_name, trust_remote_code=model_args.trust_remote_code)
     if script_args.dataset_streaming and training_args.max_steps <= 0:
         raise ConfigError("a streamed dataset has no length: set max_steps", field="max_steps")
+    if script_args.dataset_streaming and training_args.dataloader_num_workers > 0:
+        raise ConfigError("a resumable stream is read by one process: set dataloader_num_workers: 0",
+                          field="dataloader_num_workers")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    resume = training_args.resume_from_checkpoint or last_complete_checkpoint(output_dir)
 
     train_docs = load_text_dataset(
         script_args.dataset_name, script_args.dataset_train_split, text_field=script_args.dataset_text_field,
@@ -281,11 +298,19 @@ def run_pretrain_stage(
     if script_args.exclude_held_out_fraction:
         fraction, text_field = script_args.exclude_held_out_fraction, script_args.dataset_text_field
         train_docs = train_docs.filter(lambda row: not held_out(row[text_field], fraction))
-    train = pack_documents(train_docs, tokenizer, script_args.dataset_text_field, training_args.max_length, training_args.dataset_num_proc)
+    stream = None
     if script_args.dataset_streaming:
-        train = train.shuffle(seed=training_args.seed, buffer_size=10_000)
-    elif len(train) == 0:
-        raise DataError(f"no full block of {training_args.max_length} tokens in the training split", where=script_args.dataset_name)
+        # Packed on the fly in document order, and resumed from the saved position: the
+        # Trainer must not also skip the batches it already trained on.
+        position = saved_stream_position(resume) if resume else None
+        train = stream = PackedStream(train_docs, tokenizer, script_args.dataset_text_field, training_args.max_length, position)
+        training_args.ignore_data_skip = True
+    else:
+        train = pack_documents(train_docs, tokenizer, script_args.dataset_text_field, training_args.max_length,
+                               training_args.dataset_num_proc)
+        if len(train) == 0:
+            raise DataError(f"no full block of {training_args.max_length} tokens in the training split",
+                            where=script_args.dataset_name)
     eval_ds = None
     if training_args.eval_strategy != "no":
         test_docs = load_text_dataset(
@@ -296,7 +321,9 @@ def run_pretrain_stage(
         if script_args.max_eval_blocks is not None:
             eval_ds = eval_ds.select(range(min(script_args.max_eval_blocks, len(eval_ds))))
 
+    set_seed(training_args.seed)  # the same initial weights on every run of the same config
     model = build_model(model_args, tokenizer, training_args.max_length)
+    stream_position = StreamPosition()
     trainer = PretrainTrainer(
         model=model,
         args=training_args,
@@ -304,10 +331,9 @@ def run_pretrain_stage(
         eval_dataset=eval_ds,
         data_collator=collate_blocks,
         processing_class=tokenizer,
-        callbacks=callbacks,
+        callbacks=[*(callbacks or []), *([stream_position] if stream else [])],
     )
-    output_dir.mkdir(parents=True, exist_ok=True)
-    resume = training_args.resume_from_checkpoint or last_complete_checkpoint(output_dir)
+    trainer.stream, trainer.stream_position = stream, stream_position
     if training_args.record_step_trace:
         trainer.trace_path = output_dir / TRACE_FILE
         if resume:
@@ -321,7 +347,7 @@ def run_pretrain_stage(
     metrics: dict[str, Any] = {
         "parameters": model.num_parameters(),
         "parameters_non_embedding": count_parameters(model.config, embeddings=False),
-        "train_blocks": len(train) if hasattr(train, "__len__") else None,
+        "train_blocks": None if stream else len(train),
         "tokens_seen": trainer.state.global_step * training_args.max_length
         * training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
         * training_args.world_size,

@@ -88,3 +88,32 @@ def test_resume_after_kill_mid_checkpoint_save(resume_config, reference, tmp_pat
     assert_same_run(trace(out), reference)
     # Checkpoints are safetensors; no pickled weights.
     assert list(out.glob("checkpoint-30/*.safetensors")) and not list(out.rglob("pytorch_model.bin"))
+
+
+@pytest.fixture(scope="module")
+def stream_config(resume_config, tiny_run, tmp_path_factory):
+    """The same run, but streaming a jsonl file (packed on the fly, resumed from a saved position)."""
+    import datasets
+
+    folder = tmp_path_factory.mktemp("stream")
+    docs = folder / "train.jsonl"
+    train = datasets.load_from_disk(str(tiny_run / "data"))["train"]
+    docs.write_text("".join(json.dumps({"text": t}) + "\n" for t in train["text"]))
+    cfg = folder / "pretrain.yaml"
+    text = resume_config.read_text().replace(f"dataset_name: {tiny_run / 'data'}", f"dataset_name: {docs}")
+    cfg.write_text(text + "dataset_streaming: true\n")
+    return cfg
+
+
+def test_streamed_run_resumes_from_saved_position(stream_config, tmp_path):
+    ref = tmp_path / "ref"
+    run(recipe(stream_config, ref))
+    reference = trace(ref)
+    assert [r["step"] for r in reference] == list(range(1, 31))
+    out = tmp_path / "pretrain"
+    run([sys.executable, str(HERE / "resume_driver.py"), "step", "15", *recipe(stream_config, out)[2:]], expect=-9)
+    state = json.loads((out / "checkpoint-10" / "trainer_state.json").read_text())
+    assert state["stateful_callbacks"]["StreamPosition"]["attributes"]["position"]["blocks"] == 10 * 8
+    run(recipe(stream_config, out))
+    assert json.loads((out / "manifest.json").read_text())["metrics"]["resumed_from"] == "checkpoint-10"
+    assert_same_run(trace(out), reference)

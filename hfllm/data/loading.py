@@ -72,7 +72,9 @@ def load_text_dataset(
             builder = _FILE_BUILDERS.get(path.suffix)
             if builder is None:
                 raise DataError(f"unsupported file type {path.suffix!r} (use {', '.join(_FILE_BUILDERS)})", where=name)
-            ds = datasets.load_dataset(builder, data_files={split: str(path)}, split=split, streaming=streaming)
+            if split != "train":  # one file is one split; held-out text comes from the hash split
+                raise DataError(f"no split '{split}' (a single file is the 'train' split)", where=name)
+            ds = datasets.load_dataset(builder, data_files={"train": str(path)}, split="train", streaming=streaming)
         elif path.suffix in _FILE_BUILDERS or name.startswith((".", "/")):
             raise DataError("file or directory not found", where=name)
         else:
@@ -96,6 +98,9 @@ def check_texts(ds: datasets.Dataset, text_field: str, where: str) -> None:
 
 def _embedded(args: DataArguments) -> datasets.DatasetDict:
     rows = list(corpus.iter_documents(args.corpus_sources, args.corpus_min_chars, args.corpus_max_bytes_per_source))
+    if not rows:
+        raise DataError(f"no documents of at least {args.corpus_min_chars} characters (empty corpus)",
+                        where="embedded corpus", field="corpus_sources")
     train = [r for r in rows if not corpus.held_out(r["text"], args.test_fraction)]
     test = [r for r in rows if corpus.held_out(r["text"], args.test_fraction)]
     return datasets.DatasetDict(

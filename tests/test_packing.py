@@ -1,0 +1,63 @@
+"""Packing a streamed dataset, and resuming it from a saved position."""
+
+import json
+
+import datasets
+import pytest
+
+from hfllm import corpus
+from hfllm.errors import ConfigError
+from hfllm.packing import PackedStream, collate_blocks
+
+
+@pytest.fixture(scope="module")
+def doc_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("stream") / "docs.jsonl"
+    texts = [r["text"] for r in corpus.iter_documents(["pydoc_topics"])][:40]
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return path, texts
+
+
+def stream_of(path):
+    return datasets.load_dataset("json", data_files={"train": str(path)}, split="train", streaming=True)
+
+
+def test_stream_packs_like_one_long_token_stream(doc_file, tiny_tokenizer):
+    path, texts = doc_file
+    tok = tiny_tokenizer
+    flat = []
+    for t in texts:
+        flat += [tok.bos_token_id] + tok(t)["input_ids"] + [tok.eos_token_id]
+    blocks = [b["input_ids"] for b in PackedStream(stream_of(path), tok, "text", 64)]
+    assert blocks == [flat[i * 64:(i + 1) * 64] for i in range(len(flat) // 64)]
+
+
+def test_resume_from_saved_position(doc_file, tiny_tokenizer):
+    path, _ = doc_file
+    full = [b["input_ids"] for b in PackedStream(stream_of(path), tiny_tokenizer, "text", 64)]
+    first = PackedStream(stream_of(path), tiny_tokenizer, "text", 64)
+    it = iter(first)
+    for _ in range(37):  # the loader reads ahead of training: position is asked for block 30
+        next(it)
+    position = json.loads(json.dumps(first.position_after(30)))  # it goes through trainer_state.json
+    assert position["blocks"] == 30
+    resumed = PackedStream(stream_of(path), tiny_tokenizer, "text", 64, position=position)
+    rest = list(resumed)
+    assert [b["input_ids"] for b in rest] == full[30:]
+    assert rest[0]["block_index"] == 31
+    # A second pass (another epoch) starts from the beginning.
+    assert [b["input_ids"] for b in resumed][:3] == full[:3]
+
+
+def test_collate_blocks_keeps_block_index():
+    batch = collate_blocks([{"input_ids": [1, 2], "block_index": 4}, {"input_ids": [3, 4], "block_index": 5}])
+    assert batch["input_ids"].tolist() == [[1, 2], [3, 4]] and batch["block_index"].tolist() == [4, 5]
+    assert batch["labels"] is batch["input_ids"]
+
+
+def test_tokenizer_without_eos_is_refused(doc_file, tiny_tokenizer):
+    path, _ = doc_file
+    tok = tiny_tokenizer.__class__.from_pretrained(tiny_tokenizer.name_or_path)
+    tok.eos_token = None
+    with pytest.raises(ConfigError, match="eos"):
+        PackedStream(stream_of(path), tok, "text", 64)
