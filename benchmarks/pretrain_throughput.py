@@ -15,6 +15,8 @@ N = matmul weights incl. the output projection, T = seq; it is printed as a frac
 machine's measured matmul ceiling in the run's precision (a large square matmul, best of 5).
 
 Usage:  python benchmarks/pretrain_throughput.py [--steps 40] [--warmup 8] [--only a,c,d]
+        python benchmarks/pretrain_throughput.py --model 110m --seq 1024 --batch 16   # on a GPU,
+        beside ../shared/anchors/gpu_pretrain_anchor.py (same Llama 12×768 shape, seq 1024)
 """
 
 from __future__ import annotations
@@ -34,16 +36,27 @@ from hfllm.modeling import flops_per_token
 from hfllm.pretrain import PretrainConfig, PretrainModelArguments, auto_precision, build_model, collate_blocks, pack_documents
 from hfllm.tokenizer import train_bpe
 
-SEQ, BATCH = 256, 16
+MODELS = {  # name: (layers, width, heads, vocab)
+    "small": (4, 256, 4, 8192),
+    "110m": (12, 768, 12, 32000),
+}
 
 
-def matmul_ceiling(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def matmul_ceiling(dtype: torch.dtype, reps: int = 10) -> float:
+    """Best-of-5 FLOP/s of a large square matmul (2048 on CPU, 8192 on GPU, as the anchors do)."""
+    cuda = torch.cuda.is_available()
+    n = 8192 if cuda else 2048
+    a = torch.randn(n, n, dtype=dtype, device="cuda" if cuda else "cpu")
+    b = torch.randn_like(a)
     best = float("inf")
     for _ in range(5):
+        if cuda:
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         for _ in range(reps):
             a @ b
+        if cuda:
+            torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 * reps / best
 
@@ -55,6 +68,8 @@ class Clock(TrainerCallback):
         self.times: list[float] = []
 
     def on_step_end(self, args, state, control, **kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         self.times.append(time.perf_counter())
 
 
@@ -67,21 +82,26 @@ class CountingTrainer(Trainer):
         return super().training_step(model, inputs, num_items_in_batch)
 
 
-def run(name: str, train, collator, tokenizer, precision: str, optim: str, compile_: bool, steps: int, warmup: int, out: Path):
+def run(name, train, collator, tokenizer, precision, optim, compile_, opts, out: Path):
     torch.manual_seed(0)
+    layers, width, heads, _ = MODELS[opts.model]
     args = PretrainConfig(
-        output_dir=str(out / name), max_length=SEQ, per_device_train_batch_size=BATCH, max_steps=steps + warmup,
-        learning_rate=1e-3, precision=precision, optim=optim, torch_compile=compile_, save_strategy="no",
-        logging_steps=10**6, report_to="none", disable_tqdm=True, dataloader_num_workers=0, seed=0,
+        output_dir=str(out / name), max_length=opts.seq, per_device_train_batch_size=opts.batch,
+        max_steps=opts.steps + opts.warmup, learning_rate=1e-3, precision=precision, optim=optim,
+        torch_compile=compile_, save_strategy="no", logging_steps=10**6, report_to="none",
+        disable_tqdm=True, dataloader_num_workers=0, seed=0,
     )
-    model = build_model(PretrainModelArguments(num_layers=4, hidden_size=256, num_heads=4), tokenizer, SEQ)
+    model = build_model(PretrainModelArguments(num_layers=layers, hidden_size=width, num_heads=heads), tokenizer, opts.seq)
     clock = Clock()
     trainer = CountingTrainer(model=model, args=args, train_dataset=train, data_collator=collator, callbacks=[clock])
     trainer.real_tokens = []
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     trainer.train()
-    seconds = clock.times[-1] - clock.times[warmup - 1]
-    tokens = sum(trainer.real_tokens[warmup:steps + warmup])
-    return tokens / seconds, model.config, args
+    seconds = clock.times[-1] - clock.times[opts.warmup - 1]
+    tokens = sum(trainer.real_tokens[opts.warmup:opts.steps + opts.warmup])
+    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+    return tokens / seconds, model.config, args, peak
 
 
 def main() -> None:
@@ -89,27 +109,32 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=8)
     parser.add_argument("--only", default="a,b,c,d")
+    parser.add_argument("--model", choices=list(MODELS), default="small")
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--json", help="also write the results here")
     opts = parser.parse_args()
 
     rows = list(corpus.iter_documents(["pydoc_topics", "stdlib_docstrings", "package_metadata"], max_bytes_per_source=1_000_000))
     texts = [r["text"] for r in rows]
-    tokenizer = train_bpe(iter(texts), vocab_size=8192)
+    tokenizer = train_bpe(iter(texts), vocab_size=MODELS[opts.model][3])
     import datasets
 
     docs = datasets.Dataset.from_dict({"text": texts})
-    packed = pack_documents(docs, tokenizer, "text", SEQ)
+    packed = pack_documents(docs, tokenizer, "text", opts.seq)
     # The first script: each document one example, cut or padded to max_length, pad masked in labels.
-    plain = docs.map(lambda b: tokenizer(b["text"], truncation=True, max_length=SEQ, padding="max_length"),
+    plain = docs.map(lambda b: tokenizer(b["text"], truncation=True, max_length=opts.seq, padding="max_length"),
                      batched=True, remove_columns=["text"])
     plain_collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
 
     auto = auto_precision()
     ceilings = {"fp32": matmul_ceiling(torch.float32), "bf16": matmul_ceiling(torch.bfloat16)}
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True  # what a GPU user's fp32 gets, as in the anchors
     print(f"device: {'cuda ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}; precision auto → {auto}")
     print(f"matmul ceiling: fp32 {ceilings['fp32'] / 1e9:.1f} GFLOP/s, bf16 {ceilings['bf16'] / 1e9:.1f} GFLOP/s")
-    print(f"plain script: {sum(sum(m) for m in plain['attention_mask']) / (len(plain) * SEQ):.1%} of its tokens are real")
+    print(f"plain script: {sum(sum(m) for m in plain['attention_mask']) / (len(plain) * opts.seq):.1%} of its tokens are real")
 
     variants = {
         "a": ("plain fp32 (pad to max_length)", plain, plain_collator, "fp32", "adamw_torch", False),
@@ -121,12 +146,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for key in opts.only.split(","):
             label, ds, collator, precision, optim, compile_ = variants[key]
-            tps, config, args = run(key, ds, collator, tokenizer, precision, optim, compile_, opts.steps, opts.warmup, Path(tmp))
-            flops = tps * flops_per_token(config, SEQ)
+            tps, config, args, peak = run(key, ds, collator, tokenizer, precision, optim, compile_, opts, Path(tmp))
+            flops = tps * flops_per_token(config, opts.seq)
             ceiling = ceilings["bf16" if args.bf16 else "fp32"]
-            results[key] = {"label": label, "tokens_per_s": tps, "model_flops": flops, "fraction_of_ceiling": flops / ceiling}
+            results[key] = {"label": label, "tokens_per_s": tps, "model_flops": flops, "fraction_of_ceiling": flops / ceiling,
+                            "peak_memory_gib": peak}
             print(f"{key}  {label:<40} {tps:>9.0f} real tok/s  {flops / 1e9:6.1f} GFLOP/s  "
-                  f"{flops / ceiling:5.1%} of the {'bf16' if args.bf16 else 'fp32'} ceiling", flush=True)
+                  f"{flops / ceiling:5.1%} of the {'bf16' if args.bf16 else 'fp32'} ceiling"
+                  + (f"  peak {peak:.1f} GiB" if peak is not None else ""), flush=True)
     if "a" in results:
         for key, r in results.items():
             r["ratio_vs_plain"] = r["tokens_per_s"] / results["a"]["tokens_per_s"]

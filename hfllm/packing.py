@@ -38,7 +38,7 @@ def pack_documents(ds, tokenizer, text_field: str, block_size: int, num_proc: in
 
     def pack(batch: dict[str, list]) -> dict[str, list]:
         stream: list[int] = []
-        for ids in tokenizer(batch[text_field], add_special_tokens=False)["input_ids"]:
+        for ids in tokenizer(batch[text_field], add_special_tokens=False, verbose=False)["input_ids"]:
             stream += prefix + ids + [eos]
         n = len(stream) // block_size * block_size
         return {"input_ids": [stream[i : i + block_size] for i in range(0, n, block_size)]}
@@ -89,7 +89,7 @@ class PackedStream(torch.utils.data.IterableDataset):
             pending = [r for _, r in zip(range(self.read_batch), rows)]
             if not pending:
                 return
-            ids_list = self.tokenizer([t for t, _ in pending], add_special_tokens=False)["input_ids"]
+            ids_list = self.tokenizer([t for t, _ in pending], add_special_tokens=False, verbose=False)["input_ids"]
             for ids, (_, state) in zip(ids_list, pending):
                 carry += self.prefix + ids + [self.eos]
                 while len(carry) >= self.block_size:

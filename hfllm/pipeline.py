@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hfllm.configs import load_yaml, parse_config_file, to_dict
-from hfllm.errors import ConfigError
+from hfllm.errors import ConfigError, HfllmError
 from hfllm.report import StageResult, write_report
 
 MANIFEST = "manifest.json"
@@ -100,6 +100,18 @@ def git_revision() -> str | None:
         return rev.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def redact_command(argv: list[str]) -> str:
+    """The command line for the manifest, with any token's value replaced."""
+    out = []
+    for i, arg in enumerate(argv):
+        if "token" in arg.lower() and "=" in arg:
+            arg = arg.split("=", 1)[0] + "=<redacted>"
+        elif i and "token" in argv[i - 1].lower() and argv[i - 1].startswith("-"):
+            arg = "<redacted>"
+        out.append(arg)
+    return " ".join(out)
 
 
 def _sha(obj: Any) -> str:
@@ -162,10 +174,16 @@ def execute_stage(
     # Under `accelerate launch` every rank runs the stage; only rank 0 touches files.
     is_main = int(os.environ.get("RANK", "0")) == 0
     started_marker = stage_dir / STARTED
-    if is_main and stage_dir.exists() and (not started_marker.exists() or started_marker.read_text() != fingerprint):
-        # Output of another config (or of an older layout): not ours to resume from.
-        if any(stage_dir.iterdir()):
-            shutil.rmtree(stage_dir)
+    previous = stage_dir.with_name(stage_dir.name + ".previous")
+    moved_aside = False
+    if is_main and stage_dir.exists() and any(stage_dir.iterdir()) and (
+        not started_marker.exists() or started_marker.read_text() != fingerprint
+    ):
+        # Output of another config: not ours to resume from. Set aside rather than deleted, so
+        # that a stage refusing its input (HfllmError) leaves the earlier output as it was.
+        shutil.rmtree(previous, ignore_errors=True)
+        stage_dir.rename(previous)
+        moved_aside = True
     if is_main:
         stage_dir.mkdir(parents=True, exist_ok=True)
         (stage_dir / MANIFEST).unlink(missing_ok=True)
@@ -173,7 +191,15 @@ def execute_stage(
 
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    result = run(*args, **(extra or {}))
+    try:
+        result = run(*args, **(extra or {}))
+    except HfllmError:
+        if is_main and moved_aside:
+            shutil.rmtree(stage_dir, ignore_errors=True)
+            previous.rename(stage_dir)
+        raise
+    if is_main:
+        shutil.rmtree(previous, ignore_errors=True)
     wall = time.perf_counter() - t0
 
     manifest = {
@@ -184,7 +210,7 @@ def execute_stage(
         "metrics": result.metrics,
         "versions": package_versions(),
         "git_revision": git_revision(),
-        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "command": redact_command([Path(sys.argv[0]).name] + sys.argv[1:]),
         "started_at": started.isoformat(timespec="seconds"),
         "wall_time_s": round(wall, 2),
         "budget_s": budget_s,

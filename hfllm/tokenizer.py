@@ -96,7 +96,7 @@ def train_bpe(texts: Iterator[str], vocab_size: int, min_frequency: int = 2, mod
 
 def bytes_per_token(tokenizer, texts: list[str]) -> float:
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
-    n_tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    n_tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"])
     return n_bytes / max(n_tokens, 1)
 
 

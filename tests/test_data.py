@@ -73,3 +73,26 @@ def test_local_file_without_test_split_gets_one(tmp_path):
     assert result.metrics["train_docs"] + result.metrics["test_docs"] == len(texts)
     dd = datasets.load_from_disk(str(tmp_path / "d"))
     assert dd["train"].column_names == ["text", "source"]
+
+
+def test_refused_input_leaves_earlier_output_as_it_was(tmp_path):
+    from hfllm.pipeline import STAGES, execute_stage
+
+    out = tmp_path / "run" / "data"
+    good = DataArguments(corpus_sources=["pydoc_topics"], test_fraction=0.2, output_dir=str(out))
+    first = execute_stage(STAGES["data"], (good,))
+    bad_file = tmp_path / "docs.jsonl"
+    bad_file.write_text(json.dumps({"body": "no text column here"}) + "\n")
+    bad = DataArguments(dataset_name=str(bad_file), output_dir=str(out))
+    with pytest.raises(DataError, match="column not found"):
+        execute_stage(STAGES["data"], (bad,))
+    assert json.loads((out / "manifest.json").read_text())["fingerprint"] == first["fingerprint"]
+    assert len(datasets.load_from_disk(str(out))["train"]) == first["metrics"]["train_docs"]
+    assert not (tmp_path / "run" / "data.previous").exists()
+
+
+def test_tokens_are_redacted_from_the_recorded_command():
+    from hfllm.pipeline import redact_command
+
+    cmd = redact_command(["pretrain.py", "--hub_token", "hf_secret", "--hub_model_id", "me/m", "--hub_token=hf_x"])
+    assert "hf_secret" not in cmd and "hf_x" not in cmd and "me/m" in cmd

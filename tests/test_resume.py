@@ -117,3 +117,12 @@ def test_streamed_run_resumes_from_saved_position(stream_config, tmp_path):
     run(recipe(stream_config, out))
     assert json.loads((out / "manifest.json").read_text())["metrics"]["resumed_from"] == "checkpoint-10"
     assert_same_run(trace(out), reference)
+
+
+def test_recipe_runs_under_accelerate_launch(resume_config, tmp_path):
+    out = tmp_path / "pretrain"
+    accelerate = Path(sys.executable).parent / "accelerate"
+    run([str(accelerate), "launch", "--config_file", str(REPO / "recipes/accelerate/cpu.yaml"),
+         *recipe(resume_config, out)[1:], "--max_steps", "4", "--save_steps", "2"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["metrics"]["steps"] == 4 and (out / "model.safetensors").exists()

@@ -68,7 +68,7 @@ def score_texts(
     windows: list[tuple[list[int], list[int]]] = []
     n_tokens = n_bytes = 0
     for text in texts:
-        ids = tokenizer(text)["input_ids"]
+        ids = tokenizer(text, verbose=False)["input_ids"]
         n_tokens += len(ids)
         n_bytes += len(text.encode("utf-8"))
         windows += rolling_windows(ids, prefix, max_length)
@@ -128,7 +128,7 @@ class BigramModel:
         prefix = prefix_token_id(tokenizer)
         nll = n_tokens = n_bytes = 0
         for text in texts:
-            ids = tokenizer(text)["input_ids"]
+            ids = tokenizer(text, verbose=False)["input_ids"]
             nll += self.nll(prefix, ids, k)
             n_tokens += len(ids)
             n_bytes += len(text.encode("utf-8"))
@@ -141,7 +141,7 @@ def best_bigram(tokenizer, train_texts: Sequence[str], test_texts: Sequence[str]
 
     Choosing k on the held-out text flatters the baseline, which makes beating it harder.
     """
-    docs = tokenizer(list(train_texts), add_special_tokens=False)["input_ids"]
+    docs = tokenizer(list(train_texts), add_special_tokens=False, verbose=False)["input_ids"]
     bigram = BigramModel(len(tokenizer)).fit(docs, tokenizer.bos_token_id, tokenizer.eos_token_id)
     scores = {k: bigram.score(tokenizer, test_texts, k) for k in ks}
     best = min(scores, key=lambda k: scores[k].bits_per_byte)
