@@ -17,6 +17,7 @@ import ast
 import hashlib
 import importlib.metadata
 import sysconfig
+from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
@@ -89,8 +90,15 @@ def iter_documents(
     sources: tuple[str, ...] | list[str] = SOURCES,
     min_chars: int = 200,
     max_bytes_per_source: int | None = None,
+    removed: Counter | None = None,
 ) -> Iterator[dict[str, str]]:
-    """Yield `{"text", "source"}` rows, exact duplicates dropped, each source capped in bytes."""
+    """Yield `{"text", "source"}` rows, exact duplicates dropped, each source capped in bytes.
+
+    `removed`, if given, counts what was left out by `(source, reason)`: `too_short`,
+    `duplicate`, `over_cap` (a document larger than the whole cap). Reading a source stops once
+    its cap is reached; what lies beyond is not read, so not counted.
+    """
+    removed = removed if removed is not None else Counter()
     seen: set[bytes] = set()
     for source in sources:
         if source not in _READERS:
@@ -99,14 +107,17 @@ def iter_documents(
         for text in _READERS[source]():
             text = text.strip()
             if len(text) < min_chars:
+                removed[(source, "too_short")] += 1
                 continue
             digest = hashlib.sha1(text.encode("utf-8")).digest()
             if digest in seen:
+                removed[(source, "duplicate")] += 1
                 continue
             size = len(text.encode("utf-8"))
             if max_bytes_per_source is not None and used + size > max_bytes_per_source:
                 if used:
                     break
+                removed[(source, "over_cap")] += 1
                 continue  # a single document larger than the whole cap
             seen.add(digest)
             used += size

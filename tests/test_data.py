@@ -96,3 +96,15 @@ def test_tokens_are_redacted_from_the_recorded_command():
 
     cmd = redact_command(["pretrain.py", "--hub_token", "hf_secret", "--hub_model_id", "me/m", "--hub_token=hf_x"])
     assert "hf_secret" not in cmd and "hf_x" not in cmd and "me/m" in cmd
+
+
+def test_left_out_documents_are_counted_by_reason():
+    from collections import Counter
+
+    removed = Counter()
+    kept = list(corpus.iter_documents(["pydoc_topics"], min_chars=2000, removed=removed))
+    from pydoc_data.topics import topics
+
+    total = len(topics)  # every topic is either kept or counted
+    assert removed[("pydoc_topics", "too_short")] > 0
+    assert len(kept) + sum(removed.values()) == total

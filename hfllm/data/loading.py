@@ -96,8 +96,8 @@ def check_texts(ds: datasets.Dataset, text_field: str, where: str) -> None:
             raise DataError(f"row {i}: text is {type(text).__name__}, not a string", where=where, field=text_field)
 
 
-def _embedded(args: DataArguments) -> datasets.DatasetDict:
-    rows = list(corpus.iter_documents(args.corpus_sources, args.corpus_min_chars, args.corpus_max_bytes_per_source))
+def _embedded(args: DataArguments, removed: Counter) -> datasets.DatasetDict:
+    rows = list(corpus.iter_documents(args.corpus_sources, args.corpus_min_chars, args.corpus_max_bytes_per_source, removed))
     if not rows:
         raise DataError(f"no documents of at least {args.corpus_min_chars} characters (empty corpus)",
                         where="embedded corpus", field="corpus_sources")
@@ -168,7 +168,8 @@ def _source_table(ds: datasets.Dataset) -> list[list[Any]]:
 
 def run_data_stage(args: DataArguments) -> StageResult:
     """Build train/test text splits and save them to `args.output_dir`."""
-    dd = _from_dataset(args) if args.dataset_name else _embedded(args)
+    removed: Counter[tuple[str, str]] = Counter()
+    dd = _from_dataset(args) if args.dataset_name else _embedded(args, removed)
     train, test = dd[args.dataset_train_split], dd[args.dataset_test_split]
     if args.max_train_docs is not None:
         train = train.select(range(min(args.max_train_docs, len(train))))
@@ -198,5 +199,9 @@ def run_data_stage(args: DataArguments) -> StageResult:
             "so the corpus does too: compare `content_hash` before comparing runs."
         )
     section.table(["source", "train docs", "train bytes"], _source_table(train))
-    section.metrics(metrics)
+    if removed:
+        section.text("Documents left out, by reason:")
+        section.table(["source", "reason", "documents"], [[s, r, n] for (s, r), n in sorted(removed.items())])
+    metrics["removed"] = {f"{s}/{r}": n for (s, r), n in sorted(removed.items())}
+    section.metrics({k: v for k, v in metrics.items() if k != "removed"})
     return StageResult(metrics=metrics, section=section)
