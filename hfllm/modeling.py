@@ -77,3 +77,28 @@ def flops_per_token(config: LlamaConfig, seq_len: int | None = None) -> float:
     norms = (2 * config.num_hidden_layers + 1) * config.hidden_size
     n_matmul = count_parameters(config, embeddings=False) - norms + config.vocab_size * config.hidden_size
     return 6 * n_matmul + 12 * config.num_hidden_layers * config.hidden_size * seq_len
+
+
+def load_tokenizer(name: str, *, field: str, trust_remote_code: bool = False):
+    """`AutoTokenizer.from_pretrained`, with a missing/unreadable one reported as a config error."""
+    from transformers import AutoTokenizer
+
+    from hfllm.errors import ConfigError
+
+    try:
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot load a tokenizer from {name!r} ({str(err).splitlines()[0]})", field=field) from None
+
+
+def load_causal_lm(name: str, *, field: str, trust_remote_code: bool = False, **kwargs):
+    """`AutoModelForCausalLM.from_pretrained` in fp32, with load failures as config errors."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from hfllm.errors import ConfigError
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code, dtype=torch.float32, **kwargs)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot load a causal LM from {name!r} ({str(err).splitlines()[0]})", field=field) from None

@@ -161,10 +161,12 @@ def execute_stage(
     budget_s: float | None = None,
     extra: dict[str, Any] | None = None,
     stage_order: list[str] | None = None,
+    config_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run one stage with parsed args; write its manifest and report section; rebuild report.md.
 
-    `extra` is passed to the stage function as keyword arguments (e.g. Trainer callbacks).
+    `extra` is passed to the stage function as keyword arguments (e.g. Trainer callbacks);
+    `config_path` names the file in errors that the stage raises about a field.
     """
     _, run = spec.load()
     config = to_dict(*args)
@@ -193,7 +195,9 @@ def execute_stage(
     t0 = time.perf_counter()
     try:
         result = run(*args, **(extra or {}))
-    except HfllmError:
+    except HfllmError as err:
+        if err.where is None and config_path is not None:
+            err.where = str(config_path)
         if is_main and moved_aside:
             shutil.rmtree(stage_dir, ignore_errors=True)
             previous.rename(stage_dir)
@@ -305,7 +309,8 @@ def run_pipeline(
             status[st.spec.name] = "skipped"
             continue
         log(f"{st.spec.name}: running ({st.config_path} → {stage_dir})")
-        m = execute_stage(st.spec, st.args, budget_s=st.budget_s, extra=(extra or {}).get(st.spec.name), stage_order=list(STAGES))
+        m = execute_stage(st.spec, st.args, budget_s=st.budget_s, extra=(extra or {}).get(st.spec.name),
+                          stage_order=list(STAGES), config_path=st.config_path)
         log(f"{st.spec.name}: done in {m['wall_time_s']:.1f} s")
         status[st.spec.name] = "ran"
     report = write_report(run_dir, list(STAGES), title=name)

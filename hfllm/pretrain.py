@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, Trainer, TrainerCallback,
-                          TrainingArguments, set_seed)
+from transformers import (AutoModelForCausalLM, GenerationConfig, Trainer, TrainerCallback, TrainingArguments,
+                          set_seed)
 from transformers.trainer_callback import ExportableState
 
 from hfllm.corpus import held_out
 from hfllm.data.loading import load_text_dataset
 from hfllm.errors import ConfigError, DataError
-from hfllm.modeling import count_parameters, llama_config
+from hfllm.modeling import count_parameters, llama_config, load_causal_lm, load_tokenizer
 from hfllm.packing import PackedStream, collate_blocks, pack_documents
 from hfllm.report import Section, StageResult
 
@@ -220,12 +220,9 @@ def _truncate_trace(trace: Path, last_step: int) -> None:
 def build_model(model_args: PretrainModelArguments, tokenizer, max_length: int):
     vocab = len(tokenizer)
     if model_args.model_name_or_path:
-        model = AutoModelForCausalLM.from_pretrained(
-            model_args.model_name_or_path,
-            attn_implementation=model_args.attn_implementation,
-            trust_remote_code=model_args.trust_remote_code,
-            dtype=torch.float32,
-        )
+        model = load_causal_lm(model_args.model_name_or_path, field="model_name_or_path",
+                               trust_remote_code=model_args.trust_remote_code,
+                               attn_implementation=model_args.attn_implementation)
         if model.config.vocab_size < vocab:
             raise ConfigError(
                 f"tokenizer has {vocab} tokens but model {model_args.model_name_or_path} has vocab_size "
@@ -282,7 +279,7 @@ def run_pretrain_stage(
     callbacks: list[TrainerCallback] | None = None,
 ) -> StageResult:
     output_dir = Path(training_args.output_dir)
-    tokenizer = AutoTokenizer.from_pretrained(script_args.tokenizer_name, trust_remote_code=model_args.trust_remote_code)
+    tokenizer = load_tokenizer(script_args.tokenizer_name, field="tokenizer_name", trust_remote_code=model_args.trust_remote_code)
     if script_args.dataset_streaming and training_args.max_steps <= 0:
         raise ConfigError("a streamed dataset has no length: set max_steps", field="max_steps")
     if script_args.dataset_streaming and training_args.dataloader_num_workers > 0:

@@ -106,3 +106,19 @@ def test_every_profile_parses():
     for profile in ("tiny", "demo", "llama-125m"):
         name, _, stages = load_pipeline(REPO / "recipes/configs" / profile / "pipeline.yaml")
         assert name == profile and stages
+
+
+def test_stage_before_its_inputs_exist_is_one_clear_error(tmp_path):
+    from hfllm.errors import DataError
+
+    with pytest.raises(DataError) as err:
+        run_pipeline(REPO / "recipes/configs/tiny/pipeline.yaml", run_dir=tmp_path / "r", only="tokenizer")
+    assert str(tmp_path / "r" / "data") in err.value.one_line() and "has its stage run" in err.value.one_line()
+
+
+def test_missing_tokenizer_names_the_field(tmp_path):
+    from hfllm.modeling import load_tokenizer
+
+    with pytest.raises(ConfigError) as err:
+        load_tokenizer(str(tmp_path / "nothing"), field="tokenizer_name")
+    assert err.value.field == "tokenizer_name"

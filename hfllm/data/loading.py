@@ -75,13 +75,14 @@ def load_text_dataset(
             if split != "train":  # one file is one split; held-out text comes from the hash split
                 raise DataError(f"no split '{split}' (a single file is the 'train' split)", where=name)
             ds = datasets.load_dataset(builder, data_files={"train": str(path)}, split="train", streaming=streaming)
-        elif path.suffix in _FILE_BUILDERS or name.startswith((".", "/")):
-            raise DataError("file or directory not found", where=name)
+        elif path.suffix in _FILE_BUILDERS or name.startswith((".", "/")) or Path(path.parts[0]).is_dir():
+            # Looks like a local path (e.g. runs/x/data before its stage ran), not a Hub id.
+            raise DataError("file or directory not found (has its stage run?)", where=name)
         else:
             ds = datasets.load_dataset(name, config, split=split, streaming=streaming)
     except DataError:
         raise
-    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
+    except Exception as err:  # noqa: BLE001 — any loader failure becomes one line naming the dataset
         raise DataError(f"cannot load split '{split}': {str(err).splitlines()[0]}", where=name) from None
     columns = ds.column_names
     if columns is not None and text_field not in columns:

@@ -8,12 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from hfllm.data.loading import check_texts, load_text_dataset
 from hfllm.errors import ConfigError
 from hfllm.evaluation.bpb import best_bigram, model_max_length, score_texts
+from hfllm.modeling import load_causal_lm, load_tokenizer
 from hfllm.report import Section, StageResult
 
 EVAL_TASKS_DIR = Path(__file__).resolve().parents[2] / "eval_tasks"
@@ -54,9 +52,8 @@ def lm_eval_bits_per_byte(model, tokenizer, heldout_jsonl: str | Path, batch_siz
 def run_eval_stage(args: EvalArguments) -> StageResult:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path, dtype=torch.float32,
-                                                 trust_remote_code=args.trust_remote_code)
+    tokenizer = load_tokenizer(args.model_name_or_path, field="model_name_or_path", trust_remote_code=args.trust_remote_code)
+    model = load_causal_lm(args.model_name_or_path, field="model_name_or_path", trust_remote_code=args.trust_remote_code)
     if model.config.vocab_size < len(tokenizer):
         raise ConfigError(f"tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {model.config.vocab_size}",
                           where=args.model_name_or_path, field="vocab_size")
