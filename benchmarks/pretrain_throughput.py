@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
+from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback
 
 from hfllm import corpus
 from hfllm.modeling import flops_per_token

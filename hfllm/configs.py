@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
+import sys
 import types
 import typing
 from pathlib import Path
@@ -158,15 +160,16 @@ def parse_config_file(
 ) -> tuple[Any, ...]:
     """Load `path`, apply `overrides` (e.g. the runner's wiring), check and build the dataclasses."""
     mapping = load_yaml(path)
-    mapping.pop("env", None)
+    env = mapping.pop("env", None) or {}
+    if not isinstance(env, dict):
+        raise ConfigError("must be a mapping of variable: value", where=str(path), field="env")
+    os.environ.update({str(k): str(v) for k, v in env.items()})  # as TrlParser does for recipes
     mapping.update(overrides or {})
     return build_dataclasses(dataclass_types, check_config(mapping, dataclass_types, str(path)), str(path))
 
 
 def parse_args(dataclass_types: Sequence[type], args: Sequence[str] | None = None) -> tuple[Any, ...]:
     """The recipes' parser: `TrlParser.parse_args_and_config` after checking the YAML."""
-    import sys
-
     from trl import TrlParser
 
     argv = list(sys.argv[1:] if args is None else args)

@@ -88,7 +88,7 @@ def score_texts(
             mask[i, : len(x)] = 1
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
         logprobs = torch.log_softmax(logits, dim=-1)
-        for i, (ctx, cont) in enumerate(chunk):
+        for i, (_, cont) in enumerate(chunk):
             end = len(inputs[i])
             positions = torch.arange(end - len(cont), end, device=device)
             targets = torch.tensor(cont, device=device)
