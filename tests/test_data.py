@@ -108,3 +108,15 @@ def test_left_out_documents_are_counted_by_reason():
     total = len(topics)  # every topic is either kept or counted
     assert removed[("pydoc_topics", "too_short")] > 0
     assert len(kept) + sum(removed.values()) == total
+
+
+def test_streamed_dataset_keeps_the_first_documents(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    texts = [r["text"] for r in corpus.iter_documents(["pydoc_topics"])]
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    args = DataArguments(dataset_name=str(path), dataset_streaming=True, max_train_docs=30, test_fraction=0.2,
+                         output_dir=str(tmp_path / "d"))
+    run_data_stage(args)
+    dd = datasets.load_from_disk(str(tmp_path / "d"))
+    assert sorted(list(dd["train"]["text"]) + list(dd["test"]["text"])) == sorted(texts[:30])
+    assert set(dd["test"]["text"]) == {t for t in texts[:30] if corpus.held_out(t, 0.2)}

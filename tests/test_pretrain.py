@@ -86,3 +86,30 @@ def test_tokenizer_model_vocab_mismatch(tiny_run, tiny_tokenizer):
     with pytest.raises(ConfigError) as err:
         build_model(args, bigger, 128)
     assert err.value.field == "tokenizer_name" and "2058" in err.value.message
+
+
+def test_auto_precision(monkeypatch):
+    import torch
+
+    from hfllm import pretrain
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert pretrain.auto_precision() == "fp16"  # older GPUs: fp16 with loss scaling
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert pretrain.auto_precision() == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pretrain.auto_precision() == ("bf16" if pretrain.cpu_has_native_bf16() else "fp32")
+
+
+def test_hfllm_run_bad_pipeline_exits_2(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bad = tmp_path / "pipeline.yaml"
+    bad.write_text("name: x\nstages:\n  - {stage: pretrian}\n")
+    hfllm = Path(sys.executable).parent / "hfllm"
+    proc = subprocess.run([str(hfllm), "run", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "pretrian" in proc.stderr and str(bad) in proc.stderr
