@@ -62,4 +62,6 @@ def test_tiny_model_matches_lm_eval(tiny_run):
 
 def test_model_beats_bigram_floor_by_ten_percent(tiny_run):
     m = json.loads((tiny_run / "eval" / "manifest.json").read_text())["metrics"]
+    data = json.loads((tiny_run / "data" / "manifest.json").read_text())["metrics"]
+    assert m["bigram_train_bytes"] == data["train_bytes"]  # the bigram saw all the training text
     assert m["bits_per_byte"] <= 0.9 * m["bigram_bits_per_byte"], m

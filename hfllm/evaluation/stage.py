@@ -29,6 +29,9 @@ class EvalArguments:
     max_eval_docs: int | None = field(default=None, metadata={"help": "Score at most this many held-out docs."})
     per_device_eval_batch_size: int = field(default=8, metadata={"help": "Windows per forward pass."})
     bigram_baseline: bool = field(default=True, metadata={"help": "Also score an add-k token bigram model."})
+    bigram_max_train_bytes: int | None = field(
+        default=50_000_000, metadata={"help": "Fit the bigram on at most this much training text (pure-Python counts)."}
+    )
     lm_eval_check: bool = field(default=True, metadata={"help": f"Cross-check bpb with lm-eval's {HELDOUT_TASK}."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the Hub."})
     output_dir: str = field(default="runs/demo/eval", metadata={"help": "Where results are written."})
@@ -75,8 +78,14 @@ def run_eval_stage(args: EvalArguments) -> StageResult:
     rows = [["model", score.bits_per_byte, score.perplexity]]
     if args.bigram_baseline:
         train = load_text_dataset(args.dataset_name, args.dataset_train_split, text_field=args.dataset_text_field, config=args.dataset_config)
-        k, bigram = best_bigram(tokenizer, list(train[args.dataset_text_field]), texts)
-        metrics.update(bigram_bits_per_byte=bigram.bits_per_byte, bigram_k=k,
+        fit_texts, fit_bytes = [], 0
+        for t in train[args.dataset_text_field]:
+            if args.bigram_max_train_bytes is not None and fit_bytes >= args.bigram_max_train_bytes:
+                break
+            fit_texts.append(t)
+            fit_bytes += len(t.encode("utf-8"))
+        k, bigram = best_bigram(tokenizer, fit_texts, texts)
+        metrics.update(bigram_bits_per_byte=bigram.bits_per_byte, bigram_k=k, bigram_train_bytes=fit_bytes,
                        bpb_vs_bigram=score.bits_per_byte / bigram.bits_per_byte - 1)
         rows.append([f"token bigram, add-{k:g}", bigram.bits_per_byte, bigram.perplexity])
     if args.lm_eval_check:
