@@ -341,13 +341,17 @@ def run_pretrain_stage(
     trainer.save_model(str(output_dir))
     tokenizer.save_pretrained(str(output_dir))
 
+    tokens_per_step = (training_args.max_length * training_args.per_device_train_batch_size
+                       * training_args.gradient_accumulation_steps * training_args.world_size)
+    start_step = int(str(resume).rsplit("-", 1)[-1]) if resume else 0
+    runtime = train_result.metrics.get("train_runtime") or 0.0
     metrics: dict[str, Any] = {
         "parameters": model.num_parameters(),
         "parameters_non_embedding": count_parameters(model.config, embeddings=False),
         "train_blocks": None if stream else len(train),
-        "tokens_seen": trainer.state.global_step * training_args.max_length
-        * training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
-        * training_args.world_size,
+        "tokens_seen": trainer.state.global_step * tokens_per_step,
+        # This process's throughput (compile time and evaluation included), all packed tokens real.
+        "train_tokens_per_s": (trainer.state.global_step - start_step) * tokens_per_step / runtime if runtime else None,
         "steps": trainer.state.global_step,
         "train_loss": train_result.training_loss,
         "precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32",
