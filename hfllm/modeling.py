@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from transformers import LlamaConfig
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+from hfllm.errors import ConfigError
 
 
 def _round_up(x: float, multiple: int) -> int:
@@ -81,10 +84,6 @@ def flops_per_token(config: LlamaConfig, seq_len: int | None = None) -> float:
 
 def load_tokenizer(name: str, *, field: str, trust_remote_code: bool = False):
     """`AutoTokenizer.from_pretrained`, with a missing/unreadable one reported as a config error."""
-    from transformers import AutoTokenizer
-
-    from hfllm.errors import ConfigError
-
     try:
         return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
@@ -93,12 +92,17 @@ def load_tokenizer(name: str, *, field: str, trust_remote_code: bool = False):
 
 def load_causal_lm(name: str, *, field: str, trust_remote_code: bool = False, **kwargs):
     """`AutoModelForCausalLM.from_pretrained` in fp32, with load failures as config errors."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from hfllm.errors import ConfigError
-
     try:
         return AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code, dtype=torch.float32, **kwargs)
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot load a causal LM from {name!r} ({str(err).splitlines()[0]})", field=field) from None
+
+
+def check_vocab(model, tokenizer, model_name: str, *, field: str) -> None:
+    """Every token id the tokenizer can produce must have an embedding row."""
+    if model.config.vocab_size < len(tokenizer):
+        raise ConfigError(
+            f"tokenizer has {len(tokenizer)} tokens but model {model_name} has vocab_size {model.config.vocab_size}: "
+            "train the tokenizer and model together, or resize",
+            field=field,
+        )

@@ -30,11 +30,12 @@ import torch
 from transformers import (AutoModelForCausalLM, GenerationConfig, Trainer, TrainerCallback, TrainingArguments,
                           set_seed)
 from transformers.trainer_callback import ExportableState
+from transformers.trainer_utils import sort_checkpoints
 
 from hfllm.corpus import held_out
 from hfllm.data.loading import load_text_dataset
 from hfllm.errors import ConfigError, DataError
-from hfllm.modeling import count_parameters, llama_config, load_causal_lm, load_tokenizer
+from hfllm.modeling import check_vocab, count_parameters, llama_config, load_causal_lm, load_tokenizer
 from hfllm.packing import PackedStream, collate_blocks, pack_documents
 from hfllm.report import Section, StageResult
 
@@ -174,18 +175,10 @@ class PretrainTrainer(Trainer):
                 f.write(json.dumps(row) + "\n")
         return loss
 
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs.pop("block_index", None)
-        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
-
-def _checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
-    found = []
-    for p in output_dir.glob("checkpoint-*"):
-        m = re.fullmatch(r"checkpoint-(\d+)", p.name)
-        if m and p.is_dir():
-            found.append((int(m.group(1)), p))
-    return sorted(found)
+def checkpoint_step(path: str | Path) -> int:
+    """The global step in a Trainer checkpoint's name (`checkpoint-N`)."""
+    return int(Path(path).name.rsplit("-", 1)[-1])
 
 
 def is_complete_checkpoint(path: Path) -> bool:
@@ -200,10 +193,10 @@ def is_complete_checkpoint(path: Path) -> bool:
 def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
     """Newest complete checkpoint; newer partial ones (a kill mid-save) are moved aside."""
     output_dir = Path(output_dir)
-    for step, path in reversed(_checkpoints(output_dir)):
+    for path in map(Path, reversed(sort_checkpoints(str(output_dir)))):
         if is_complete_checkpoint(path):
             return path
-        aside = output_dir / f"incomplete-checkpoint-{step}"
+        aside = output_dir / f"incomplete-checkpoint-{checkpoint_step(path)}"
         shutil.rmtree(aside, ignore_errors=True)
         path.rename(aside)
     return None
@@ -223,12 +216,7 @@ def build_model(model_args: PretrainModelArguments, tokenizer, max_length: int):
         model = load_causal_lm(model_args.model_name_or_path, field="model_name_or_path",
                                trust_remote_code=model_args.trust_remote_code,
                                attn_implementation=model_args.attn_implementation)
-        if model.config.vocab_size < vocab:
-            raise ConfigError(
-                f"tokenizer has {vocab} tokens but model {model_args.model_name_or_path} has vocab_size "
-                f"{model.config.vocab_size}: train the tokenizer and model together, or resize",
-                field="tokenizer_name",
-            )
+        check_vocab(model, tokenizer, model_args.model_name_or_path, field="tokenizer_name")
         return model
     config = llama_config(
         model_args.num_layers, model_args.hidden_size, model_args.num_heads, max_length,
@@ -334,7 +322,7 @@ def run_pretrain_stage(
     if training_args.record_step_trace:
         trainer.trace_path = output_dir / TRACE_FILE
         if resume:
-            _truncate_trace(trainer.trace_path, int(str(resume).rsplit("-", 1)[-1]))
+            _truncate_trace(trainer.trace_path, checkpoint_step(resume))
         else:
             trainer.trace_path.unlink(missing_ok=True)
     train_result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -343,7 +331,7 @@ def run_pretrain_stage(
 
     tokens_per_step = (training_args.max_length * training_args.per_device_train_batch_size
                        * training_args.gradient_accumulation_steps * training_args.world_size)
-    start_step = int(str(resume).rsplit("-", 1)[-1]) if resume else 0
+    start_step = checkpoint_step(resume) if resume else 0
     runtime = train_result.metrics.get("train_runtime") or 0.0
     metrics: dict[str, Any] = {
         "parameters": model.num_parameters(),

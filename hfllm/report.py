@@ -51,12 +51,13 @@ class Section:
 
     def save(self, stage_dir: str | Path, run_dir: str | Path) -> None:
         plots = Path(run_dir) / "plots"
-        for name, fig in self._figures:
-            plots.mkdir(parents=True, exist_ok=True)
-            fig.savefig(plots / f"{self.stage}_{name}.png", dpi=100, bbox_inches="tight")
-            import matplotlib.pyplot as plt
+        if self._figures:
+            import matplotlib.pyplot as plt  # only stages that plot pay for the import
 
-            plt.close(fig)
+            plots.mkdir(parents=True, exist_ok=True)
+            for name, fig in self._figures:
+                fig.savefig(plots / f"{self.stage}_{name}.png", dpi=100, bbox_inches="tight")
+                plt.close(fig)
         data = {"stage": self.stage, "title": self.title, "blocks": self.blocks}
         (Path(stage_dir) / SECTION_FILE).write_text(json.dumps(data, indent=1))
 

@@ -97,6 +97,9 @@ def check_texts(ds: datasets.Dataset, text_field: str, where: str) -> None:
             raise DataError(f"row {i}: text is {type(text).__name__}, not a string", where=where, field=text_field)
 
 
+_FEATURES = datasets.Features({"text": datasets.Value("string"), "source": datasets.Value("string")})
+
+
 def _embedded(args: DataArguments, removed: Counter) -> datasets.DatasetDict:
     rows = list(corpus.iter_documents(args.corpus_sources, args.corpus_min_chars, args.corpus_max_bytes_per_source, removed))
     if not rows:
@@ -110,9 +113,6 @@ def _embedded(args: DataArguments, removed: Counter) -> datasets.DatasetDict:
             args.dataset_test_split: datasets.Dataset.from_list(test, features=_FEATURES),
         }
     )
-
-
-_FEATURES = datasets.Features({"text": datasets.Value("string"), "source": datasets.Value("string")})
 
 
 def _from_dataset(args: DataArguments) -> datasets.DatasetDict:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import torch
+from lm_eval.models.utils import resolve_max_length
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 LN2 = math.log(2.0)
@@ -50,12 +51,9 @@ def rolling_windows(token_ids: list[int], prefix: int, max_length: int) -> list[
     return [make_disjoint_window(w) for w in get_rolling_token_windows(token_ids, prefix, max_length, 1)]
 
 
-def model_max_length(model) -> int:
-    cfg = model.config
-    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
-        if getattr(cfg, attr, None):
-            return int(getattr(cfg, attr))
-    return 2048
+def model_max_length(model, tokenizer=None) -> int:
+    """The context length lm-eval's HFLM uses for this model (its own rule, called, not copied)."""
+    return resolve_max_length(model.config, tokenizer)
 
 
 @torch.no_grad()
@@ -63,7 +61,7 @@ def score_texts(
     model, tokenizer, texts: Sequence[str], *, max_length: int | None = None, batch_size: int = 8
 ) -> TextScore:
     """Total NLL of `texts` under `model`, summed in float64 over rolling windows."""
-    max_length = max_length or model_max_length(model)
+    max_length = max_length or model_max_length(model, tokenizer)
     prefix = prefix_token_id(tokenizer)
     windows: list[tuple[list[int], list[int]]] = []
     n_tokens = n_bytes = 0

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from hfllm.data.loading import check_texts, load_text_dataset
-from hfllm.errors import ConfigError
 from hfllm.evaluation.bpb import best_bigram, model_max_length, score_texts
-from hfllm.modeling import load_causal_lm, load_tokenizer
+from hfllm.modeling import check_vocab, load_causal_lm, load_tokenizer
 from hfllm.report import Section, StageResult
 
 EVAL_TASKS_DIR = Path(__file__).resolve().parents[2] / "eval_tasks"
@@ -57,9 +56,7 @@ def run_eval_stage(args: EvalArguments) -> StageResult:
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(args.model_name_or_path, field="model_name_or_path", trust_remote_code=args.trust_remote_code)
     model = load_causal_lm(args.model_name_or_path, field="model_name_or_path", trust_remote_code=args.trust_remote_code)
-    if model.config.vocab_size < len(tokenizer):
-        raise ConfigError(f"tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {model.config.vocab_size}",
-                          where=args.model_name_or_path, field="vocab_size")
+    check_vocab(model, tokenizer, args.model_name_or_path, field="model_name_or_path")
     test = load_text_dataset(args.dataset_name, args.dataset_test_split, text_field=args.dataset_text_field, config=args.dataset_config)
     check_texts(test, args.dataset_text_field, args.dataset_name)
     texts = list(test[args.dataset_text_field])[: args.max_eval_docs]
@@ -73,7 +70,7 @@ def run_eval_stage(args: EvalArguments) -> StageResult:
         "heldout_tokens": score.tokens,
         "bits_per_byte": score.bits_per_byte,
         "perplexity": score.perplexity,
-        "context_length": model_max_length(model),
+        "context_length": model_max_length(model, tokenizer),
     }
     rows = [["model", score.bits_per_byte, score.perplexity]]
     if args.bigram_baseline:
