@@ -6,6 +6,8 @@
   (`PackedStream`, whose position is saved in every checkpoint).
 - Precision `auto`: bf16 on GPUs that have it and on CPUs with native bf16 matmul
   (AVX512-BF16/AMX, ≈2.4× fp32 here), fp16 with loss scaling on older GPUs, otherwise fp32.
+- Loss: computed from hidden states a chunk of tokens at a time (`hfllm.loss`), so the full
+  logits are never a training output.
 - Optimizer: fused AdamW where torch has it (CUDA, and CPU since torch 2.4), warmup + cosine.
 - Checkpoints: safetensors every `save_steps`, `save_total_limit` kept. Re-running the same
   command resumes from the newest *complete* checkpoint (a run killed mid-save leaves a partial
@@ -35,6 +37,7 @@ from transformers.trainer_utils import sort_checkpoints
 from hfllm.corpus import held_out
 from hfllm.data.loading import load_text_dataset
 from hfllm.errors import ConfigError, DataError
+from hfllm.loss import use_chunked_loss
 from hfllm.modeling import check_vocab, count_parameters, llama_config, load_causal_lm, load_tokenizer
 from hfllm.packing import PackedStream, collate_blocks, pack_documents
 from hfllm.report import Section, StageResult
@@ -83,6 +86,11 @@ class PretrainConfig(TrainingArguments):
     max_length: int = field(default=256, metadata={"help": "Block (sequence) length in tokens."})
     dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes for tokenizing/packing."})
     precision: str = field(default="auto", metadata={"help": "auto, bf16, fp16 or fp32 (auto: see module doc)."})
+    loss_chunk_size: int = field(
+        default=1024,
+        metadata={"help": "Training loss from hidden states in chunks of this many tokens, never returning the "
+                  "full logits (hfllm.loss; faster). 0: the model's own loss."},
+    )
     record_step_trace: bool = field(
         default=False, metadata={"help": f"Write per-micro-step loss and batch hash to {TRACE_FILE}."}
     )
@@ -308,6 +316,7 @@ def run_pretrain_stage(
 
     set_seed(training_args.seed)  # the same initial weights on every run of the same config
     model = build_model(model_args, tokenizer, training_args.max_length)
+    chunked_loss = use_chunked_loss(model, training_args.loss_chunk_size)
     stream_position = StreamPosition()
     trainer = PretrainTrainer(
         model=model,
@@ -343,6 +352,7 @@ def run_pretrain_stage(
         "steps": trainer.state.global_step,
         "train_loss": train_result.training_loss,
         "precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32",
+        "chunked_loss": chunked_loss,
         "resumed_from": os.path.basename(str(resume)) if resume else None,
     }
     if eval_ds is not None:
