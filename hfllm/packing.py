@@ -3,16 +3,18 @@
 Two forms of the same packing:
 - `pack_documents`: a map-style `datasets.Dataset` (batched `map`, `num_proc`), for data that fits
   on disk; the Trainer's seeded sampler shuffles it and resumes by skipping batches.
-- `PackedStream`: a streamed dataset (e.g. FineWeb-Edu from the Hub), packed on the fly, whose
-  position can be saved and restored. Each block carries its index; the trainer records the
-  position *after the last block it trained on* (the data loader reads ahead, so the stream's
-  own position would be too far), and a resumed run restarts the stream there — the source's
-  `state_dict()` plus the tokens left over from the document being cut — instead of re-reading
-  and re-tokenizing everything before it.
+- `PackedStream`: a streamed dataset (e.g. FineWeb-Edu from the Hub), packed on the fly and
+  shuffled within windows of blocks, whose position can be saved and restored. Each block
+  carries its index; the trainer records the position *after the last block it trained on*
+  (the data loader reads ahead, so the stream's own position would be too far), and a resumed
+  run restarts the stream at the start of that block's window — the source's `state_dict()`
+  plus the tokens left over from the document being cut — re-cuts the window, and skips the
+  blocks already trained on, instead of re-reading everything before it.
 """
 
 from __future__ import annotations
 
+import random
 from collections import OrderedDict
 from typing import Any, Iterator
 
@@ -50,19 +52,31 @@ def pack_documents(ds, tokenizer, text_field: str, block_size: int, num_proc: in
 class PackedStream(torch.utils.data.IterableDataset):
     """Pack a streamed `datasets.IterableDataset` on the fly, resumable from a saved position.
 
-    A position is `{"source": <source.state_dict()>, "carry": [token ids], "blocks": n}`: the
-    source positioned after the last document read, the tokens of it not yet in a block, and
-    how many blocks came before. Needs `dataloader_num_workers=0` (one reader, one position).
+    Blocks are cut in stream order, then shuffled within windows of `shuffle_blocks` consecutive
+    blocks (a seeded permutation per window, like a shuffle buffer, but one a resumed run can
+    replay exactly); `shuffle_blocks=1` keeps stream order. Without it, the blocks of one long
+    document would sit side by side in a batch.
+
+    A position is `{"source": <source.state_dict()>, "carry": [token ids], "packed": n,
+    "taken": k, "blocks": m}`: the source and the tokens not yet in a block at the start of the
+    current window, the `n` blocks cut before that window, the `k` blocks of the window already
+    trained on, and `m` blocks trained on in all. Needs `dataloader_num_workers=0` (one reader,
+    one position).
     """
 
     def __init__(self, source, tokenizer, text_field: str, block_size: int,
-                 position: dict[str, Any] | None = None, read_batch: int = 64):
+                 position: dict[str, Any] | None = None, read_batch: int = 64,
+                 shuffle_blocks: int = 1, seed: int = 0):
+        if shuffle_blocks < 1:
+            raise ConfigError(f"shuffle window must be at least 1 block, got {shuffle_blocks}", field="stream_shuffle_blocks")
         self.source = source
         self.tokenizer = tokenizer
         self.text_field = text_field
         self.block_size = block_size
         self.start = position
         self.read_batch = read_batch
+        self.shuffle_blocks = shuffle_blocks
+        self.seed = seed
         self.positions: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self._beginning = source.state_dict()  # a loaded state sticks to the source: undo it per pass
         self.prefix, self.eos = _document_ids(tokenizer)
@@ -79,24 +93,47 @@ class PackedStream(torch.utils.data.IterableDataset):
         for row in self.source:
             yield row[self.text_field], self.source.state_dict()
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        start, self.start = self.start, None  # a second pass (epoch) starts from the beginning
-        self.source.load_state_dict(start["source"] if start is not None else self._beginning)
-        carry: list[int] = list(start["carry"]) if start else []
-        index = start["blocks"] if start else 0
+    def _windows(self, start: dict[str, Any]) -> Iterator[tuple[list[list[int]], dict[str, Any]]]:
+        """Windows of up to `shuffle_blocks` blocks in stream order, each with the position after it."""
+        self.source.load_state_dict(start["source"])
+        carry, packed, window = list(start["carry"]), start["packed"], []
         rows = self._rows()
-        while True:
-            pending = [r for _, r in zip(range(self.read_batch), rows)]
-            if not pending:
-                return
+        while pending := [r for _, r in zip(range(self.read_batch), rows)]:
             ids_list = self.tokenizer([t for t, _ in pending], add_special_tokens=False, verbose=False)["input_ids"]
             for ids, (_, state) in zip(ids_list, pending):
                 carry += self.prefix + ids + [self.eos]
                 while len(carry) >= self.block_size:
-                    block, carry = carry[: self.block_size], carry[self.block_size :]
-                    index += 1
-                    self.positions[index] = {"source": state, "carry": list(carry), "blocks": index}
-                    yield {"input_ids": block, "block_index": index}
+                    window.append(carry[: self.block_size])
+                    carry = carry[self.block_size :]
+                    packed += 1
+                    if len(window) == self.shuffle_blocks:
+                        yield window, {"source": state, "carry": list(carry), "packed": packed}
+                        window = []
+        if window:
+            yield window, {"source": self.source.state_dict(), "carry": list(carry), "packed": packed}
+
+    def _order(self, window_start: int, size: int) -> list[int]:
+        """The window's permutation: fixed by the seed and where the window starts in the stream."""
+        order = list(range(size))
+        if size > 1:
+            random.Random(self.seed * 2**40 + window_start).shuffle(order)
+        return order
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        start, self.start = self.start, None  # a second pass (epoch) starts from the beginning
+        start = start or {"source": self._beginning, "carry": [], "packed": 0, "taken": 0, "blocks": 0}
+        index, skip = start["blocks"], start.get("taken", 0)
+        window_start = {k: start[k] for k in ("source", "carry")} | {"packed": start.get("packed", 0)}
+        for window, after in self._windows(window_start):
+            for taken, k in enumerate(self._order(window_start["packed"], len(window)), start=1):
+                if taken <= skip:
+                    continue  # trained on before the run was resumed
+                index += 1
+                done = taken == len(window)
+                self.positions[index] = {**(after if done else window_start), "taken": 0 if done else taken,
+                                         "blocks": index}
+                yield {"input_ids": window[k], "block_index": index}
+            skip, window_start = 0, after
 
 
 def collate_blocks(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

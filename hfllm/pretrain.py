@@ -61,6 +61,11 @@ class PretrainScriptArguments:
         metadata={"help": "Skip training documents that the data stage's content-hash split (this test_fraction) "
                   "holds out — for streaming the same dataset the data stage sampled."},
     )
+    stream_shuffle_blocks: int = field(
+        default=1024,
+        metadata={"help": "Streamed data: shuffle blocks within windows of this many consecutive blocks "
+                  "(seeded, replayed exactly on resume; memory ≈ window × max_length tokens). 1: stream order."},
+    )
     max_eval_blocks: int | None = field(default=None, metadata={"help": "Evaluate on at most this many blocks."})
 
 
@@ -293,10 +298,12 @@ def run_pretrain_stage(
         train_docs = train_docs.filter(lambda row: not held_out(row[text_field], fraction))
     stream = None
     if script_args.dataset_streaming:
-        # Packed on the fly in document order, and resumed from the saved position: the
+        # Packed on the fly, shuffled within windows, and resumed from the saved position: the
         # Trainer must not also skip the batches it already trained on.
         position = saved_stream_position(resume) if resume else None
-        train = stream = PackedStream(train_docs, tokenizer, script_args.dataset_text_field, training_args.max_length, position)
+        seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
+        train = stream = PackedStream(train_docs, tokenizer, script_args.dataset_text_field, training_args.max_length,
+                                      position, shuffle_blocks=script_args.stream_shuffle_blocks, seed=seed)
         training_args.ignore_data_skip = True
     else:
         train = pack_documents(train_docs, tokenizer, script_args.dataset_text_field, training_args.max_length,

@@ -61,3 +61,38 @@ def test_tokenizer_without_eos_is_refused(doc_file, tiny_tokenizer):
     tok.eos_token = None
     with pytest.raises(ConfigError, match="eos"):
         PackedStream(stream_of(path), tok, "text", 64)
+
+
+def test_shuffled_stream_is_a_permutation_within_windows(doc_file, tiny_tokenizer):
+    path, _ = doc_file
+    ordered = [b["input_ids"] for b in PackedStream(stream_of(path), tiny_tokenizer, "text", 64)]
+    shuffled = [b["input_ids"] for b in PackedStream(stream_of(path), tiny_tokenizer, "text", 64, shuffle_blocks=8, seed=3)]
+    assert shuffled != ordered
+    for w in range(0, len(ordered), 8):  # each window holds the same blocks, in another order
+        assert sorted(shuffled[w:w + 8]) == sorted(ordered[w:w + 8])
+    again = [b["input_ids"] for b in PackedStream(stream_of(path), tiny_tokenizer, "text", 64, shuffle_blocks=8, seed=3)]
+    other = [b["input_ids"] for b in PackedStream(stream_of(path), tiny_tokenizer, "text", 64, shuffle_blocks=8, seed=4)]
+    assert again == shuffled and other != shuffled
+
+
+@pytest.mark.parametrize("trained", [5, 8, 16, 29])  # mid-window, window ends, last (partial) window
+def test_shuffled_stream_resumes_exactly(doc_file, tiny_tokenizer, trained):
+    path, _ = doc_file
+    make = lambda position=None: PackedStream(stream_of(path), tiny_tokenizer, "text", 64, position=position,
+                                              shuffle_blocks=8, seed=3)
+    full = list(make())
+    assert len(full) > 29 and len(full) % 8  # the last window is a partial one
+    first = make()
+    it = iter(first)
+    for _ in range(min(trained + 6, len(full))):
+        next(it)
+    position = json.loads(json.dumps(first.position_after(trained)))
+    rest = list(make(position))
+    assert [b["input_ids"] for b in rest] == [b["input_ids"] for b in full[trained:]]
+    assert [b["block_index"] for b in rest] == list(range(trained + 1, len(full) + 1))
+
+
+def test_shuffle_window_must_be_positive(doc_file, tiny_tokenizer):
+    path, _ = doc_file
+    with pytest.raises(ConfigError, match="shuffle"):
+        PackedStream(stream_of(path), tiny_tokenizer, "text", 64, shuffle_blocks=0)

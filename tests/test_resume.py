@@ -92,7 +92,7 @@ def test_resume_after_kill_mid_checkpoint_save(resume_config, reference, tmp_pat
 
 @pytest.fixture(scope="module")
 def stream_config(resume_config, tiny_run, tmp_path_factory):
-    """The same run, but streaming a jsonl file (packed on the fly, resumed from a saved position)."""
+    """The same run, but streaming a jsonl file (packed on the fly, shuffled in windows, resumed)."""
     import datasets
 
     folder = tmp_path_factory.mktemp("stream")
@@ -101,7 +101,8 @@ def stream_config(resume_config, tiny_run, tmp_path_factory):
     docs.write_text("".join(json.dumps({"text": t}) + "\n" for t in train["text"]))
     cfg = folder / "pretrain.yaml"
     text = resume_config.read_text().replace(f"dataset_name: {tiny_run / 'data'}", f"dataset_name: {docs}")
-    cfg.write_text(text + "dataset_streaming: true\n")
+    # Windows of 24 blocks: checkpoint-10 (80 blocks) falls 8 blocks into the fourth window.
+    cfg.write_text(text + "dataset_streaming: true\nstream_shuffle_blocks: 24\n")
     return cfg
 
 
@@ -113,7 +114,8 @@ def test_streamed_run_resumes_from_saved_position(stream_config, tmp_path):
     out = tmp_path / "pretrain"
     run([sys.executable, str(HERE / "resume_driver.py"), "step", "15", *recipe(stream_config, out)[2:]], expect=-9)
     state = json.loads((out / "checkpoint-10" / "trainer_state.json").read_text())
-    assert state["stateful_callbacks"]["StreamPosition"]["attributes"]["position"]["blocks"] == 10 * 8
+    position = state["stateful_callbacks"]["StreamPosition"]["attributes"]["position"]
+    assert (position["blocks"], position["packed"], position["taken"]) == (10 * 8, 3 * 24, 8)
     run(recipe(stream_config, out))
     assert json.loads((out / "manifest.json").read_text())["metrics"]["resumed_from"] == "checkpoint-10"
     assert_same_run(trace(out), reference)
