@@ -121,6 +121,7 @@ class PackedStream(torch.utils.data.IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         start, self.start = self.start, None  # a second pass (epoch) starts from the beginning
+        self.positions.clear()  # a pass begins once the previous one was trained on to its end
         start = start or {"source": self._beginning, "carry": [], "packed": 0, "taken": 0, "blocks": 0}
         index, skip = start["blocks"], start.get("taken", 0)
         window_start = {k: start[k] for k in ("source", "carry")} | {"packed": start.get("packed", 0)}
