@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 import torch
 
-from hfllm.errors import ConfigError
+from hfllm.errors import ConfigError, DataError
 
 
 def _document_ids(tokenizer) -> tuple[list[int], int]:
@@ -66,7 +66,7 @@ class PackedStream(torch.utils.data.IterableDataset):
 
     def __init__(self, source, tokenizer, text_field: str, block_size: int,
                  position: dict[str, Any] | None = None, read_batch: int = 64,
-                 shuffle_blocks: int = 1, seed: int = 0):
+                 shuffle_blocks: int = 1, seed: int = 0, where: str | None = None):
         if shuffle_blocks < 1:
             raise ConfigError(f"shuffle window must be at least 1 block, got {shuffle_blocks}", field="stream_shuffle_blocks")
         self.source = source
@@ -77,6 +77,7 @@ class PackedStream(torch.utils.data.IterableDataset):
         self.read_batch = read_batch
         self.shuffle_blocks = shuffle_blocks
         self.seed = seed
+        self.where = where  # the dataset's name, for errors about its rows
         self.positions: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self._beginning = source.state_dict()  # a loaded state sticks to the source: undo it per pass
         self.prefix, self.eos = _document_ids(tokenizer)
@@ -89,9 +90,13 @@ class PackedStream(torch.utils.data.IterableDataset):
         return pos
 
     def _rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(text, the source's state right after this row)."""
-        for row in self.source:
-            yield row[self.text_field], self.source.state_dict()
+        """(text, the source's state right after this row); a row without a text is an error."""
+        for n, row in enumerate(self.source):
+            text = row.get(self.text_field)
+            if not isinstance(text, str):
+                what = "no such column" if self.text_field not in row else f"text is {type(text).__name__}, not a string"
+                raise DataError(f"row {n} of this pass over the stream: {what}", where=self.where, field=self.text_field)
+            yield text, self.source.state_dict()
 
     def _windows(self, start: dict[str, Any]) -> Iterator[tuple[list[list[int]], dict[str, Any]]]:
         """Windows of up to `shuffle_blocks` blocks in stream order, each with the position after it."""

@@ -69,7 +69,7 @@ STAGES: dict[str, StageSpec] = {
         StageSpec(
             "pretrain", "hfllm.pretrain",
             ("PretrainScriptArguments", "PretrainConfig", "PretrainModelArguments"), "run_pretrain_stage",
-            (("dataset_name", "data"), ("tokenizer_name", "tokenizer")),
+            (("dataset_name", "data"), ("eval_dataset_name", "data"), ("tokenizer_name", "tokenizer")),
         ),
         StageSpec("eval", "hfllm.evaluation.stage", ("EvalArguments",), "run_eval_stage",
                   (("model_name_or_path", "pretrain"), ("dataset_name", "data"))),

@@ -35,7 +35,7 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import sort_checkpoints
 
 from hfllm.corpus import held_out
-from hfllm.data.loading import load_text_dataset
+from hfllm.data.loading import check_texts, load_text_dataset
 from hfllm.errors import ConfigError, DataError
 from hfllm.loss import use_chunked_loss
 from hfllm.modeling import check_vocab, count_parameters, llama_config, load_causal_lm, load_tokenizer
@@ -53,6 +53,11 @@ class PretrainScriptArguments:
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
     dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
     dataset_test_split: str = field(default="test", metadata={"help": "Held-out split for eval loss."})
+    eval_dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Where the held-out split is, if not in dataset_name (e.g. the data stage's dir while "
+                  "dataset_name streams a Hub dataset that has no test split)."},
+    )
     dataset_text_field: str = field(default="text", metadata={"help": "Column holding the document text."})
     dataset_streaming: bool = field(default=False, metadata={"help": "Stream the dataset (needs max_steps)."})
     tokenizer_name: str = field(default="runs/demo/tokenizer", metadata={"help": "Tokenizer dir or Hub id."})
@@ -293,9 +298,13 @@ def run_pretrain_stage(
         script_args.dataset_name, script_args.dataset_train_split, text_field=script_args.dataset_text_field,
         config=script_args.dataset_config, streaming=script_args.dataset_streaming,
     )
+    if not script_args.dataset_streaming:  # a stream's rows are checked as they are read
+        check_texts(train_docs, script_args.dataset_text_field, script_args.dataset_name)
     if script_args.exclude_held_out_fraction:
         fraction, text_field = script_args.exclude_held_out_fraction, script_args.dataset_text_field
-        train_docs = train_docs.filter(lambda row: not held_out(row[text_field], fraction))
+        # A row without a string text is kept, for the stream's row check to name.
+        train_docs = train_docs.filter(lambda row: not (isinstance(row.get(text_field), str)
+                                                        and held_out(row[text_field], fraction)))
     stream = None
     if script_args.dataset_streaming:
         # Packed on the fly, shuffled within windows, and resumed from the saved position: the
@@ -303,7 +312,8 @@ def run_pretrain_stage(
         position = saved_stream_position(resume) if resume else None
         seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
         train = stream = PackedStream(train_docs, tokenizer, script_args.dataset_text_field, training_args.max_length,
-                                      position, shuffle_blocks=script_args.stream_shuffle_blocks, seed=seed)
+                                      position, shuffle_blocks=script_args.stream_shuffle_blocks, seed=seed,
+                                      where=script_args.dataset_name)
         training_args.ignore_data_skip = True
     else:
         train = pack_documents(train_docs, tokenizer, script_args.dataset_text_field, training_args.max_length,
@@ -313,10 +323,12 @@ def run_pretrain_stage(
                             where=script_args.dataset_name)
     eval_ds = None
     if training_args.eval_strategy != "no":
+        eval_name = script_args.eval_dataset_name or script_args.dataset_name
         test_docs = load_text_dataset(
-            script_args.dataset_name, script_args.dataset_test_split, text_field=script_args.dataset_text_field,
-            config=script_args.dataset_config,
+            eval_name, script_args.dataset_test_split, text_field=script_args.dataset_text_field,
+            config=None if script_args.eval_dataset_name else script_args.dataset_config,
         )
+        check_texts(test_docs, script_args.dataset_text_field, eval_name)
         eval_ds = pack_documents(test_docs, tokenizer, script_args.dataset_text_field, training_args.max_length, training_args.dataset_num_proc)
         if script_args.max_eval_blocks is not None:
             eval_ds = eval_ds.select(range(min(script_args.max_eval_blocks, len(eval_ds))))

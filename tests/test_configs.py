@@ -108,6 +108,13 @@ def test_every_profile_parses():
         assert name == profile and stages
 
 
+def test_llama_125m_streams_the_hub_and_evaluates_on_the_data_stage(tmp_path):
+    _, run_dir, stages = load_pipeline(REPO / "recipes/configs/llama-125m/pipeline.yaml", run_dir=tmp_path / "r")
+    script, training, _ = next(s for s in stages if s.spec.name == "pretrain").args
+    assert script.dataset_name == "HuggingFaceFW/fineweb-edu" and script.dataset_streaming
+    assert script.eval_dataset_name == str(run_dir / "data") and training.eval_strategy == "steps"
+
+
 def test_stage_before_its_inputs_exist_is_one_clear_error(tmp_path):
     from hfllm.errors import DataError
 

@@ -7,6 +7,7 @@ import pytest
 
 from hfllm import corpus
 from hfllm.data import DataArguments, load_text_dataset, run_data_stage
+from hfllm.data.loading import check_texts
 from hfllm.errors import DataError
 
 
@@ -120,3 +121,20 @@ def test_streamed_dataset_keeps_the_first_documents(tmp_path):
     dd = datasets.load_from_disk(str(tmp_path / "d"))
     assert sorted(list(dd["train"]["text"]) + list(dd["test"]["text"])) == sorted(texts[:30])
     assert set(dd["test"]["text"]) == {t for t in texts[:30] if corpus.held_out(t, 0.2)}
+
+
+def test_check_texts_names_the_row_past_the_first_arrow_batch():
+    texts = ["doc"] * 12_000
+    texts[10_003] = None
+    ds = datasets.Dataset.from_dict({"text": texts})
+    with pytest.raises(DataError, match="row 10003: text is None"):
+        check_texts(ds, "text", "docs.jsonl")
+    view = ds.select(range(10_000, 12_000))  # rows are counted in the dataset as the user sees it
+    with pytest.raises(DataError, match="row 3: text is None"):
+        check_texts(view, "text", "docs.jsonl")
+    check_texts(ds.select(range(10_000)), "text", "docs.jsonl")
+
+
+def test_check_texts_refuses_a_non_string_column():
+    with pytest.raises(DataError, match="row 0: text is int64"):
+        check_texts(datasets.Dataset.from_dict({"text": [1, 2]}), "text", "nums.jsonl")

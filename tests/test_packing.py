@@ -6,7 +6,7 @@ import datasets
 import pytest
 
 from hfllm import corpus
-from hfllm.errors import ConfigError
+from hfllm.errors import ConfigError, DataError
 from hfllm.packing import PackedStream, collate_blocks
 
 
@@ -96,3 +96,11 @@ def test_shuffle_window_must_be_positive(doc_file, tiny_tokenizer):
     path, _ = doc_file
     with pytest.raises(ConfigError, match="shuffle"):
         PackedStream(stream_of(path), tiny_tokenizer, "text", 64, shuffle_blocks=0)
+
+
+def test_bad_stream_row_is_named(tmp_path, tiny_tokenizer):
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["a document", "another", None]))
+    with pytest.raises(DataError, match="row 2 .*text is NoneType") as err:
+        list(PackedStream(stream_of(path), tiny_tokenizer, "text", 4, where=str(path)))
+    assert str(path) in str(err.value)

@@ -128,3 +128,12 @@ def test_recipe_runs_under_accelerate_launch(resume_config, tmp_path):
          *recipe(resume_config, out)[1:], "--max_steps", "4", "--save_steps", "2"])
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["metrics"]["steps"] == 4 and (out / "model.safetensors").exists()
+
+
+def test_streamed_run_evaluates_on_the_data_stage_split(stream_config, tiny_run, tmp_path):
+    # As llama-125m: training streams a dataset without a test split; eval loss uses the data stage's.
+    out = tmp_path / "pretrain"
+    run([*recipe(stream_config, out), "--max_steps", "4", "--eval_strategy", "steps", "--eval_steps", "2",
+         "--max_eval_blocks", "8", "--eval_dataset_name", str(tiny_run / "data"), "--record_step_trace", "false"])
+    metrics = json.loads((out / "manifest.json").read_text())["metrics"]
+    assert metrics["steps"] == 4 and metrics["eval_loss"] > 0

@@ -91,10 +91,21 @@ def load_text_dataset(
 
 
 def check_texts(ds: datasets.Dataset, text_field: str, where: str) -> None:
-    """Every row's text must be a string: name the first row that is not."""
-    for i, text in enumerate(ds[text_field]):
-        if not isinstance(text, str):
-            raise DataError(f"row {i}: text is {type(text).__name__}, not a string", where=where, field=text_field)
+    """Every row's text must be a string: name the first row that is not.
+
+    A string column can only hold nulls, found with Arrow a batch at a time (no Python strings
+    are made); any other column type is wrong from its first row.
+    """
+    feature = (ds.features or {}).get(text_field)
+    if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
+        kind = feature.dtype if isinstance(feature, datasets.Value) else type(feature).__name__
+        raise DataError(f"row 0: text is {kind}, not a string", where=where, field=text_field)
+    batch_size = 10_000
+    for b, batch in enumerate(ds.select_columns([text_field]).with_format("arrow").iter(batch_size)):
+        column = batch.column(text_field)
+        if column.null_count:
+            first = column.is_null().to_pylist().index(True)
+            raise DataError(f"row {b * batch_size + first}: text is None, not a string", where=where, field=text_field)
 
 
 _FEATURES = datasets.Features({"text": datasets.Value("string"), "source": datasets.Value("string")})
