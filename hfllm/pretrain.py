@@ -335,7 +335,8 @@ def run_pretrain_stage(
 
     set_seed(training_args.seed)  # the same initial weights on every run of the same config
     model = build_model(model_args, tokenizer, training_args.max_length)
-    chunked_loss = use_chunked_loss(model, training_args.loss_chunk_size)
+    # With use_liger_kernel the Trainer patches in Liger's fused linear cross-entropy (GPU) instead.
+    chunked_loss = not training_args.use_liger_kernel and use_chunked_loss(model, training_args.loss_chunk_size)
     stream_position = StreamPosition()
     trainer = PretrainTrainer(
         model=model,
