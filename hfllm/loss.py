@@ -9,6 +9,11 @@ CPU benchmark, `benchmarks/pretrain_throughput.py`). The loss is transformers' `
 labels shifted left, `-100` ignored, logits in fp32, summed and divided by `num_items_in_batch`
 when the Trainer passes it (gradient accumulation), else the mean.
 
+Why not torch's own `F.linear_cross_entropy` (torch ≥ 2.13, chunked with
+`LinearCrossEntropyOptions`): compiled on this CPU it ran the same step at 9.1k tok/s against
+17.4k for this loop, which inductor fuses with the rest of the graph; and the project's torch
+range starts at 2.4.
+
 Only for models whose head is the plain `lm_head(hidden)` (no logit scaling or soft-capping):
 the model types in `CHUNKED_LOSS_MODEL_TYPES`; others keep their own loss. Evaluation and
 generation (`model.eval()`) are untouched and still return logits.
