@@ -54,8 +54,9 @@ class PackedStream(torch.utils.data.IterableDataset):
 
     Blocks are cut in stream order, then shuffled within windows of `shuffle_blocks` consecutive
     blocks (a seeded permutation per window, like a shuffle buffer, but one a resumed run can
-    replay exactly); `shuffle_blocks=1` keeps stream order. Without it, the blocks of one long
-    document would sit side by side in a batch.
+    replay exactly — `datasets`' own `shuffle(buffer_size=…)` refills its buffer on resume, so
+    the resumed order would differ); `shuffle_blocks=1` keeps stream order. Without it, the
+    blocks of one long document would sit side by side in a batch.
 
     A position is `{"source": <source.state_dict()>, "carry": [token ids], "packed": n,
     "taken": k, "blocks": m}`: the source and the tokens not yet in a block at the start of the
