@@ -40,6 +40,7 @@ from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallba
 from hfllm import corpus
 from hfllm.loss import use_chunked_loss
 from hfllm.modeling import flops_per_token
+from hfllm.planner import GPU_PEAK_TFLOPS
 from hfllm.pretrain import PretrainConfig, PretrainModelArguments, auto_precision, build_model, collate_blocks, pack_documents
 from hfllm.tokenizer import train_bpe
 
@@ -66,6 +67,14 @@ def matmul_ceiling(dtype: torch.dtype, reps: int = 10) -> float:
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 * reps / best
+
+
+def spec_peak() -> float | None:
+    """The GPU's dense bf16 peak from hfllm's planner table (FLOP/s), matched by name."""
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((tflops * 1e12 for gpu, tflops in GPU_PEAK_TFLOPS.items() if gpu in name), None)
 
 
 class Clock(TrainerCallback):
@@ -170,8 +179,12 @@ def main() -> None:
             ceiling = ceilings["bf16" if args.bf16 else "fp32"]
             results[key] = {"label": label, "tokens_per_s": tps, "tokens_per_s_median": median, "model_flops": flops, "fraction_of_ceiling": flops / ceiling,
                             "peak_memory_gib": peak, "wall_s": wall}
+            spec = spec_peak()
+            if spec:  # on a GPU also as MFU against the card's dense bf16 spec, as the anchors print
+                results[key]["mfu_spec"] = flops / spec
             print(f"{key}  {label:<40} {tps:>9.0f} real tok/s (median {median:.0f})  {flops / 1e9:6.1f} GFLOP/s  "
                   f"{flops / ceiling:5.1%} of the {'bf16' if args.bf16 else 'fp32'} ceiling"
+                  + (f", {flops / spec:5.1%} of the {spec / 1e12:.0f} TFLOP/s spec" if spec else "")
                   + (f"  peak {peak:.1f} GiB" if peak is not None else "") + f"  (run {wall:.0f} s)", flush=True)
     if "a" in results:
         for key, r in results.items():
