@@ -273,7 +273,8 @@ def _loss_plot(log_history: list[dict[str, Any]]):
         ax.plot(*zip(*evals), "o-", label="held-out loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")
-    ax.legend()
+    if train or evals:  # a run shorter than logging_steps logs no loss
+        ax.legend()
     ax.grid(alpha=0.3)
     return fig
 
