@@ -22,6 +22,7 @@ generation (`model.eval()`) are untouched and still return logits.
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -34,21 +35,22 @@ CHUNKED_LOSS_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
 def chunked_causal_lm_loss(
     hidden: torch.Tensor,
-    weight: torch.Tensor,
+    head: Callable[[torch.Tensor], torch.Tensor],
     labels: torch.Tensor,
     num_items_in_batch: torch.Tensor | int | None = None,
     chunk_size: int = 1024,
-    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Next-token cross-entropy of `hidden @ weight.T (+ bias)` against `labels`, by chunks.
+    """Next-token cross-entropy of `head(hidden)` against `labels`, a chunk of tokens at a time.
 
-    hidden: (batch, seq, d); labels: (batch, seq), unshifted as the model receives them.
+    hidden: (batch, seq, d); labels: (batch, seq), unshifted as the model receives them; head:
+    the output projection, called as a module (so autocast and any sharding wrapper's hooks see
+    each call).
     """
     shifted = F.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:].reshape(-1)
     flat = hidden.reshape(-1, hidden.shape[-1])
     total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, flat.shape[0], chunk_size):
-        logits = F.linear(flat[start : start + chunk_size], weight, bias).float()
+        logits = head(flat[start : start + chunk_size]).float()
         total = total + F.cross_entropy(logits, shifted[start : start + chunk_size],
                                         ignore_index=IGNORE_INDEX, reduction="sum")
     if num_items_in_batch is None:
@@ -76,7 +78,7 @@ def use_chunked_loss(model, chunk_size: int = 1024) -> bool:
         kwargs.pop("logits_to_keep", None)
         kwargs["use_cache"] = False  # training never reads a KV cache back
         hidden = decoder(input_ids=input_ids, **kwargs).last_hidden_state
-        loss = chunked_causal_lm_loss(hidden, head.weight, labels, num_items_in_batch, chunk_size, head.bias)
+        loss = chunked_causal_lm_loss(hidden, head, labels, num_items_in_batch, chunk_size)
         return CausalLMOutputWithPast(loss=loss)
 
     model.forward = types.MethodType(forward, model)
