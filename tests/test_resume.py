@@ -137,3 +137,14 @@ def test_streamed_run_evaluates_on_the_data_stage_split(stream_config, tiny_run,
          "--max_eval_blocks", "8", "--eval_dataset_name", str(tiny_run / "data"), "--record_step_trace", "false"])
     metrics = json.loads((out / "manifest.json").read_text())["metrics"]
     assert metrics["steps"] == 4 and metrics["eval_loss"] > 0
+
+
+def test_compiled_run_resumes_the_same(resume_config, tmp_path):
+    # demo and llama-125m compile: the checkpoint of a compiled model must resume the same run.
+    compiled = ["--torch_compile", "true", "--max_steps", "12", "--save_steps", "5"]
+    ref, out = tmp_path / "ref", tmp_path / "pretrain"
+    run([*recipe(resume_config, ref), *compiled])
+    run([sys.executable, str(HERE / "resume_driver.py"), "step", "7", *recipe(resume_config, out)[2:], *compiled], expect=-9)
+    run([*recipe(resume_config, out), *compiled])
+    assert json.loads((out / "manifest.json").read_text())["metrics"]["resumed_from"] == "checkpoint-5"
+    assert_same_run(trace(out), trace(ref))
