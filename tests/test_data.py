@@ -138,3 +138,11 @@ def test_check_texts_names_the_row_past_the_first_arrow_batch():
 def test_check_texts_refuses_a_non_string_column():
     with pytest.raises(DataError, match="row 0: text is int64"):
         check_texts(datasets.Dataset.from_dict({"text": [1, 2]}), "text", "nums.jsonl")
+
+
+def test_streamed_sample_names_a_non_string_row(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["a real document " * 5, "another " * 9, None]))
+    args = DataArguments(dataset_name=str(path), dataset_streaming=True, max_train_docs=3, output_dir=str(tmp_path / "d"))
+    with pytest.raises(DataError, match="row 2: text is None"):
+        run_data_stage(args)

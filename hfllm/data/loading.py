@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import pyarrow.compute as pc
 
 from hfllm import corpus
 from hfllm.errors import ConfigError, DataError
@@ -104,7 +105,7 @@ def check_texts(ds: datasets.Dataset, text_field: str, where: str) -> None:
     for b, batch in enumerate(ds.select_columns([text_field]).with_format("arrow").iter(batch_size)):
         column = batch.column(text_field)
         if column.null_count:
-            first = column.is_null().to_pylist().index(True)
+            first = pc.index(column.is_null(), True).as_py()
             raise DataError(f"row {b * batch_size + first}: text is None, not a string", where=where, field=text_field)
 
 
@@ -134,7 +135,8 @@ def _from_dataset(args: DataArguments) -> datasets.DatasetDict:
             raise ConfigError("a streamed dataset needs max_train_docs (how many documents to keep)", field="max_train_docs")
         stream = load_text_dataset(name, args.dataset_train_split, text_field=args.dataset_text_field,
                                    config=args.dataset_config, streaming=True)
-        train = datasets.Dataset.from_list([{"text": r[args.dataset_text_field]} for r in stream.take(args.max_train_docs)])
+        train = datasets.Dataset.from_list([{"text": r.get(args.dataset_text_field)} for r in stream.take(args.max_train_docs)])
+        check_texts(train, "text", name)
         return _split_by_hash(normalise_text(train, "text", name), args)
     train = load_text_dataset(name, args.dataset_train_split, text_field=args.dataset_text_field, config=args.dataset_config)
     check_texts(train, args.dataset_text_field, name)
