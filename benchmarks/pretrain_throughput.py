@@ -38,10 +38,10 @@ import torch
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback
 
 from hfllm import corpus
-from hfllm.loss import use_chunked_loss
 from hfllm.modeling import flops_per_token
 from hfllm.planner import GPU_PEAK_TFLOPS
-from hfllm.pretrain import PretrainConfig, PretrainModelArguments, auto_precision, build_model, collate_blocks, pack_documents
+from hfllm.pretrain import (PretrainConfig, PretrainModelArguments, auto_precision, build_model, collate_blocks,
+                            pack_documents, use_recipe_loss)
 from hfllm.tokenizer import train_bpe
 
 MODELS = {  # name: (layers, width, heads, vocab)
@@ -110,7 +110,7 @@ def run(name, train, collator, tokenizer, precision, optim, compile_, attn, opts
     model_args = PretrainModelArguments(num_layers=layers, hidden_size=width, num_heads=heads, attn_implementation=attn)
     model = build_model(model_args, tokenizer, opts.seq)
     if recipe:  # what the pretrain stage does to the model it built
-        use_chunked_loss(model, args.loss_chunk_size)
+        use_recipe_loss(model, args)
     clock = Clock()
     trainer = CountingTrainer(model=model, args=args, train_dataset=train, data_collator=collator, callbacks=[clock])
     trainer.real_tokens = []

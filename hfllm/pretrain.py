@@ -258,6 +258,12 @@ def build_model(model_args: PretrainModelArguments, tokenizer, max_length: int):
     return model
 
 
+def use_recipe_loss(model, training_args: PretrainConfig) -> bool:
+    """Give `model` the recipe's training loss: hfllm's chunked one (True), unless
+    `use_liger_kernel` asks the Trainer for Liger's fused linear cross-entropy (GPU) instead."""
+    return not training_args.use_liger_kernel and use_chunked_loss(model, training_args.loss_chunk_size)
+
+
 def _loss_plot(log_history: list[dict[str, Any]]):
     import matplotlib
 
@@ -336,8 +342,7 @@ def run_pretrain_stage(
 
     set_seed(training_args.seed)  # the same initial weights on every run of the same config
     model = build_model(model_args, tokenizer, training_args.max_length)
-    # With use_liger_kernel the Trainer patches in Liger's fused linear cross-entropy (GPU) instead.
-    chunked_loss = not training_args.use_liger_kernel and use_chunked_loss(model, training_args.loss_chunk_size)
+    chunked_loss = use_recipe_loss(model, training_args)
     stream_position = StreamPosition()
     trainer = PretrainTrainer(
         model=model,
