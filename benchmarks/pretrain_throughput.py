@@ -6,7 +6,8 @@ corpus (the embedded one), same optimizer hyper-parameters, one process, one aft
   a  plain   — one document per example, truncated/padded to max_length, fp32, `Trainer` defaults
   b  packed  — documents packed into full blocks (no padding), fp32
   c  hfllm   — the recipe's defaults on this machine: packed, precision auto (bf16 where the
-               hardware multiplies bf16), fused AdamW, the loss computed in chunks (hfllm.loss)
+               hardware multiplies bf16), fused AdamW, the loss computed in chunks (hfllm.loss),
+               and on the CPU freed host memory kept for the next step (hfllm.memory)
   d  hfllm+compile — c with `torch_compile=True` (compile time excluded: warm-up steps)
   e  hfllm+compile max-autotune — d with `torch_compile_mode="max-autotune-no-cudagraphs"`
 
@@ -16,6 +17,8 @@ c–e use eager attention on the CPU: at seq 256 it measured faster than the CPU
 Throughput is real (non-pad) tokens per second after warm-up steps: the best window of `--window`
 timed steps (the median window printed beside it). Best, like the ceiling's best of 5, because
 the machine's cores are shared and a neighbour's burst slows whichever window it lands in.
+Variants run in the order a–e: the recipe's host-memory setting lasts for the rest of the
+process, so the baselines run before it.
 Model FLOP/s uses the PaLM formula (hfllm.modeling.flops_per_token): 6·N + 12·L·d·T per token,
 N = matmul weights incl. the output projection, T = seq; it is printed as a fraction of this
 machine's measured matmul ceiling in the run's precision (a large square matmul, best of 5).
@@ -38,6 +41,7 @@ import torch
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback
 
 from hfllm import corpus
+from hfllm.memory import keep_freed_memory
 from hfllm.modeling import flops_per_token
 from hfllm.planner import GPU_PEAK_TFLOPS
 from hfllm.pretrain import (PretrainConfig, PretrainModelArguments, auto_precision, build_model, collate_blocks,
@@ -51,18 +55,19 @@ MODELS = {  # name: (layers, width, heads, vocab)
 
 
 def matmul_ceiling(dtype: torch.dtype, reps: int = 10) -> float:
-    """Best-of-5 FLOP/s of a large square matmul (2048 on CPU, 8192 on GPU, as the anchors do)."""
+    """Best-of-5 FLOP/s of a large square matmul (2048 on CPU, 8192 on GPU, as the anchors do),
+    written into one preallocated output so that allocating it is not part of the time."""
     cuda = torch.cuda.is_available()
     n = 8192 if cuda else 2048
     a = torch.randn(n, n, dtype=dtype, device="cuda" if cuda else "cpu")
-    b = torch.randn_like(a)
+    b, out = torch.randn_like(a), torch.empty_like(a)
     best = float("inf")
     for _ in range(5):
         if cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         for _ in range(reps):
-            a @ b
+            torch.matmul(a, b, out=out)
         if cuda:
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
@@ -109,8 +114,10 @@ def run(name, train, collator, tokenizer, precision, optim, compile_, attn, opts
     )
     model_args = PretrainModelArguments(num_layers=layers, hidden_size=width, num_heads=heads, attn_implementation=attn)
     model = build_model(model_args, tokenizer, opts.seq)
-    if recipe:  # what the pretrain stage does to the model it built
+    if recipe:  # what the pretrain stage does to the model it built, and on the CPU to the process
         use_recipe_loss(model, args)
+        if args.device.type == "cpu":
+            keep_freed_memory()
     clock = Clock()
     trainer = CountingTrainer(model=model, args=args, train_dataset=train, data_collator=collator, callbacks=[clock])
     trainer.real_tokens = []
@@ -169,7 +176,7 @@ def main() -> None:
     }
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for key in opts.only.split(","):
+        for key in sorted(opts.only.split(",")):  # baselines first (see the module doc)
             label, ds, collator, precision, optim, compile_, attn = variants[key]
             t0 = time.perf_counter()
             tps, median, config, args, peak = run(key, ds, collator, tokenizer, precision, optim, compile_, attn, opts, Path(tmp),

@@ -8,6 +8,8 @@
   (AVX512-BF16/AMX, ≈2.4× fp32 here), fp16 with loss scaling on older GPUs, otherwise fp32.
 - Loss: computed from hidden states a chunk of tokens at a time (`hfllm.loss`), so the full
   logits are never a training output.
+- Host memory on CPU: freed activations stay mapped for the next step (`hfllm.memory`), instead
+  of glibc returning them to the kernel and faulting them back in every step.
 - Optimizer: fused AdamW where torch has it (CUDA, and CPU since torch 2.4), warmup + cosine.
 - Checkpoints: safetensors every `save_steps`, `save_total_limit` kept. Re-running the same
   command resumes from the newest *complete* checkpoint (a run killed mid-save leaves a partial
@@ -38,6 +40,7 @@ from hfllm.corpus import held_out
 from hfllm.data.loading import check_texts, load_text_dataset
 from hfllm.errors import ConfigError, DataError
 from hfllm.loss import use_chunked_loss
+from hfllm.memory import keep_freed_memory
 from hfllm.modeling import check_vocab, count_parameters, llama_config, load_causal_lm, load_tokenizer
 from hfllm.packing import PackedStream, collate_blocks, pack_documents
 from hfllm.report import Section, StageResult
@@ -340,6 +343,8 @@ def run_pretrain_stage(
         if script_args.max_eval_blocks is not None:
             eval_ds = eval_ds.select(range(min(script_args.max_eval_blocks, len(eval_ds))))
 
+    # Training on the CPU: reuse what each step frees (hfllm.memory; ≈ 17 % of a step on the benchmark).
+    memory_kept = training_args.device.type == "cpu" and keep_freed_memory()
     set_seed(training_args.seed)  # the same initial weights on every run of the same config
     model = build_model(model_args, tokenizer, training_args.max_length)
     chunked_loss = use_recipe_loss(model, training_args)
@@ -379,6 +384,7 @@ def run_pretrain_stage(
         "train_loss": train_result.training_loss,
         "precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32",
         "chunked_loss": chunked_loss,
+        "keep_freed_memory": memory_kept,
         "resumed_from": os.path.basename(str(resume)) if resume else None,
     }
     if eval_ds is not None:

@@ -1,0 +1,43 @@
+"""Host memory for CPU training: keep what a step frees, for the next step to reuse.
+
+Why: glibc's malloc serves a large allocation (above its mmap threshold: 128 KiB, rising to at
+most 32 MiB) with a fresh `mmap` and gives it back with `munmap` when it is freed. A CPU training
+step allocates and frees the same large activations every step, so every step faults in
+hundreds of MiB of new zeroed pages: on the 4 × 256 benchmark model (batch 16 × 256, compiled,
+bf16) that was 66k page faults and ≈ 120 ms of kernel time a step, and the step ran 17 % faster
+(495 → 423 ms, alternating in one process) once the memory stayed mapped. Intel's CPU training
+guides reach the same end by preloading jemalloc or tcmalloc; this needs no preload and works
+from inside the recipe.
+
+Cost: the process keeps its peak heap until it exits (what a training process holds anyway).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+# mallopt(3) parameters (malloc.h).
+M_TRIM_THRESHOLD = -1
+M_MMAP_MAX = -4
+INT_MAX = 2**31 - 1  # mallopt takes a C int
+
+
+def glibc() -> ctypes.CDLL | None:
+    """This process's glibc, or None (macOS, musl, Windows: their allocators are left alone)."""
+    try:
+        os.confstr("CS_GNU_LIBC_VERSION")
+        return ctypes.CDLL("libc.so.6")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def keep_freed_memory() -> bool:
+    """Serve every allocation from malloc's heap (no per-allocation mmap) and never trim it.
+
+    Process-wide and lasting; True where it was applied (glibc), False elsewhere.
+    """
+    libc = glibc()
+    if libc is None:
+        return False
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, INT_MAX))
