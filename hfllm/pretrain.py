@@ -343,7 +343,7 @@ def run_pretrain_stage(
         if script_args.max_eval_blocks is not None:
             eval_ds = eval_ds.select(range(min(script_args.max_eval_blocks, len(eval_ds))))
 
-    # Training on the CPU: reuse what each step frees (hfllm.memory; ≈ 17 % of a step on the benchmark).
+    # Training on the CPU: reuse what each step frees (hfllm.memory; ≈ 15 % of a step's time on the benchmark).
     memory_kept = training_args.device.type == "cpu" and keep_freed_memory()
     set_seed(training_args.seed)  # the same initial weights on every run of the same config
     model = build_model(model_args, tokenizer, training_args.max_length)
