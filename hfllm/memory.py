@@ -1,13 +1,13 @@
 """Host memory for CPU training: keep what a step frees, for the next step to reuse.
 
 Why: glibc's malloc serves a large allocation (above its mmap threshold: 128 KiB, rising to at
-most 32 MiB) with a fresh `mmap` and gives it back with `munmap` when it is freed. A CPU training
-step allocates and frees the same large activations every step, so every step faults in
-hundreds of MiB of new zeroed pages: on the 4 × 256 benchmark model (batch 16 × 256, compiled,
-bf16) that was 66k page faults and ≈ 120 ms of kernel time a step, and a step took 15 % less
-time (495 → 423 ms, alternating in one process) once the memory stayed mapped. Intel's CPU training
-guides reach the same end by preloading jemalloc or tcmalloc; this needs no preload and works
-from inside the recipe.
+most 32 MiB) with a fresh `mmap` and gives it back with `munmap` when it is freed. A CPU
+training step allocates and frees the same large activations every step, so every step faults in
+hundreds of MiB of new zeroed pages: on the 4 × 256 benchmark shape (batch 16 × 256, compiled,
+bf16, a 5k vocabulary) that was 66k page faults and ≈ 120 ms of kernel time a step, and a step
+took 15 % less time (495 → 423 ms, alternating in one process) once the memory stayed mapped.
+Intel's CPU training guides reach the same end by preloading jemalloc or tcmalloc; this needs no
+preload and works from inside the recipe.
 
 Cost: the process keeps its peak heap until it exits (what a training process holds anyway).
 """
