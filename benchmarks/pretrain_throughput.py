@@ -41,11 +41,10 @@ import torch
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback
 
 from hfllm import corpus
-from hfllm.memory import keep_freed_memory
 from hfllm.modeling import flops_per_token
 from hfllm.planner import GPU_PEAK_TFLOPS
 from hfllm.pretrain import (PretrainConfig, PretrainModelArguments, auto_precision, build_model, collate_blocks,
-                            pack_documents, use_recipe_loss)
+                            pack_documents, use_recipe_loss, use_recipe_memory)
 from hfllm.tokenizer import train_bpe
 
 MODELS = {  # name: (layers, width, heads, vocab)
@@ -116,8 +115,7 @@ def run(name, train, collator, tokenizer, precision, optim, compile_, attn, opts
     model = build_model(model_args, tokenizer, opts.seq)
     if recipe:  # what the pretrain stage does to the model it built, and on the CPU to the process
         use_recipe_loss(model, args)
-        if args.device.type == "cpu":
-            keep_freed_memory()
+        use_recipe_memory(args)
     clock = Clock()
     trainer = CountingTrainer(model=model, args=args, train_dataset=train, data_collator=collator, callbacks=[clock])
     trainer.real_tokens = []

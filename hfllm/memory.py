@@ -15,7 +15,7 @@ Cost: the process keeps its peak heap until it exits (what a training process ho
 from __future__ import annotations
 
 import ctypes
-import os
+import platform
 
 # mallopt(3) parameters (malloc.h).
 M_TRIM_THRESHOLD = -1
@@ -25,15 +25,17 @@ INT_MAX = 2**31 - 1  # mallopt takes a C int
 
 def glibc() -> ctypes.CDLL | None:
     """This process's glibc, or None (macOS, musl, Windows: their allocators are left alone)."""
+    if platform.libc_ver()[0] != "glibc":
+        return None
     try:
-        os.confstr("CS_GNU_LIBC_VERSION")
         return ctypes.CDLL("libc.so.6")
-    except (ValueError, OSError, AttributeError):
+    except OSError:
         return None
 
 
 def keep_freed_memory() -> bool:
-    """Serve every allocation from malloc's heap (no per-allocation mmap) and never trim it.
+    """Serve every allocation from malloc's heap (no per-allocation mmap) and trim it only past
+    2 GiB free at its top (the largest threshold mallopt takes).
 
     Process-wide and lasting; True where it was applied (glibc), False elsewhere.
     """

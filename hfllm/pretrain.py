@@ -261,6 +261,12 @@ def build_model(model_args: PretrainModelArguments, tokenizer, max_length: int):
     return model
 
 
+def use_recipe_memory(training_args: PretrainConfig) -> bool:
+    """Training on the CPU: keep what each step frees for the next (hfllm.memory; ≈ 15 % of a
+    step's time on the benchmark). Process-wide; True where applied."""
+    return training_args.device.type == "cpu" and keep_freed_memory()
+
+
 def use_recipe_loss(model, training_args: PretrainConfig) -> bool:
     """Give `model` the recipe's training loss: hfllm's chunked one (True), unless
     `use_liger_kernel` asks the Trainer for Liger's fused linear cross-entropy (GPU) instead."""
@@ -343,8 +349,7 @@ def run_pretrain_stage(
         if script_args.max_eval_blocks is not None:
             eval_ds = eval_ds.select(range(min(script_args.max_eval_blocks, len(eval_ds))))
 
-    # Training on the CPU: reuse what each step frees (hfllm.memory; ≈ 15 % of a step's time on the benchmark).
-    memory_kept = training_args.device.type == "cpu" and keep_freed_memory()
+    memory_kept = use_recipe_memory(training_args)
     set_seed(training_args.seed)  # the same initial weights on every run of the same config
     model = build_model(model_args, tokenizer, training_args.max_length)
     chunked_loss = use_recipe_loss(model, training_args)
