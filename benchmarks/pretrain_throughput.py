@@ -11,8 +11,10 @@ corpus (the embedded one), same optimizer hyper-parameters, one process, one aft
   d  hfllm+compile — c with `torch_compile=True` (compile time excluded: warm-up steps)
   e  hfllm+compile max-autotune — d with `torch_compile_mode="max-autotune-no-cudagraphs"`
 
-c–e use eager attention on the CPU: at seq 256 it measured faster than the CPU SDPA kernel
-(12.7k vs 11.4k tok/s compiled); on a GPU they use SDPA. a and b keep the library default (SDPA).
+c–e use eager attention on the CPU, as the CPU profiles do: at seq 256 it measured faster than the
+CPU SDPA kernel (12.7k vs 11.4k tok/s compiled); on a GPU they use SDPA. `--attn` sets c–e's
+attention instead, e.g. hfllm's `blocked_causal` (hfllm.attention) for longer sequences on the CPU.
+a and b keep the library default (SDPA).
 
 Throughput is real (non-pad) tokens per second after warm-up steps: the best window of `--window`
 timed steps (the median window printed beside it). Best, like the ceiling's best of 5, because
@@ -21,9 +23,13 @@ Variants run in the order a–e: the recipe's host-memory setting lasts for the 
 process, so the baselines run before it.
 Model FLOP/s uses the PaLM formula (hfllm.modeling.flops_per_token): 6·N + 12·L·d·T per token,
 N = matmul weights incl. the output projection, T = seq; it is printed as a fraction of this
-machine's measured matmul ceiling in the run's precision (a large square matmul, best of 5).
+machine's measured matmul ceiling in the run's precision (a large square matmul, best of 5),
+measured again right before and right after each variant, the higher of the two counting: the
+shared cores' speed drifts by 10–15 % over minutes, and a ceiling taken only at the start
+would credit or blame each variant for the drift.
 
 Usage:  python benchmarks/pretrain_throughput.py [--steps 40] [--warmup 8] [--only a,c,d]
+        python benchmarks/pretrain_throughput.py --model 110m --seq 1024 --batch 2 --attn blocked_causal --only d
         python benchmarks/pretrain_throughput.py --model 110m --seq 1024 --batch 16   # on a GPU,
         beside ../shared/anchors/gpu_pretrain_anchor.py (same Llama 12×768 shape, seq 1024)
 """
@@ -139,6 +145,7 @@ def main() -> None:
     parser.add_argument("--model", choices=list(MODELS), default="small")
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--attn", help="attn_implementation of c–e (default: sdpa on a GPU, eager on the CPU)")
     parser.add_argument("--json", help="also write the results here")
     opts = parser.parse_args()
 
@@ -163,7 +170,7 @@ def main() -> None:
     print(f"matmul ceiling: fp32 {ceilings['fp32'] / 1e9:.1f} GFLOP/s, bf16 {ceilings['bf16'] / 1e9:.1f} GFLOP/s")
     print(f"plain script: {sum(sum(m) for m in plain['attention_mask']) / (len(plain) * opts.seq):.1%} of its tokens are real")
 
-    recipe_attn = "sdpa" if torch.cuda.is_available() else "eager"
+    recipe_attn = opts.attn or ("sdpa" if torch.cuda.is_available() else "eager")
     variants = {
         "a": ("plain fp32 (pad to max_length)", plain, plain_collator, "fp32", "adamw_torch", False, "sdpa"),
         "b": ("packed fp32", packed, collate_blocks, "fp32", "adamw_torch", False, "sdpa"),
@@ -176,19 +183,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for key in sorted(opts.only.split(",")):  # baselines first (see the module doc)
             label, ds, collator, precision, optim, compile_, attn = variants[key]
+            chosen = auto if precision == "auto" else precision  # the run's matmul precision
+            dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[chosen]
+            before = matmul_ceiling(dtype)
             t0 = time.perf_counter()
-            tps, median, config, args, peak = run(key, ds, collator, tokenizer, precision, optim, compile_, attn, opts, Path(tmp),
+            tps, median, config, _, peak = run(key, ds, collator, tokenizer, precision, optim, compile_, attn, opts, Path(tmp),
                                           recipe=key not in ("a", "b"))
             wall = time.perf_counter() - t0
+            ceiling = max(before, matmul_ceiling(dtype))
             flops = tps * flops_per_token(config, opts.seq)
-            ceiling = ceilings["bf16" if args.bf16 else "fp32"]
-            results[key] = {"label": label, "tokens_per_s": tps, "tokens_per_s_median": median, "model_flops": flops, "fraction_of_ceiling": flops / ceiling,
-                            "peak_memory_gib": peak, "wall_s": wall}
+            results[key] = {"label": label, "tokens_per_s": tps, "tokens_per_s_median": median, "model_flops": flops,
+                            "ceiling_flops": ceiling, "fraction_of_ceiling": flops / ceiling, "peak_memory_gib": peak,
+                            "wall_s": wall}
             spec = spec_peak()
             if spec:  # on a GPU also as MFU against the card's dense bf16 spec, as the anchors print
                 results[key]["mfu_spec"] = flops / spec
             print(f"{key}  {label:<40} {tps:>9.0f} real tok/s (median {median:.0f})  {flops / 1e9:6.1f} GFLOP/s  "
-                  f"{flops / ceiling:5.1%} of the {'bf16' if args.bf16 else 'fp32'} ceiling"
+                  f"{flops / ceiling:5.1%} of the {chosen} ceiling ({ceiling / 1e9:.0f})"
                   + (f", {flops / spec:5.1%} of the {spec / 1e12:.0f} TFLOP/s spec" if spec else "")
                   + (f"  peak {peak:.1f} GiB" if peak is not None else "") + f"  (run {wall:.0f} s)", flush=True)
     if "a" in results:

@@ -8,6 +8,9 @@
   (AVX512-BF16/AMX, ≈2.4× fp32 here), fp16 with loss scaling on older GPUs, otherwise fp32.
 - Loss: computed from hidden states a chunk of tokens at a time (`hfllm.loss`), so the full
   logits are never a training output.
+- Attention: any transformers `attn_implementation`, plus hfllm's `blocked_causal`
+  (`hfllm.attention`: eager attention that skips the masked upper blocks; on the CPU for
+  sequences of 512 tokens and more).
 - Host memory on CPU: freed activations stay mapped for the next step (`hfllm.memory`), instead
   of glibc returning them to the kernel and faulting them back in every step.
 - Optimizer: fused AdamW where torch has it (CUDA, and CPU since torch 2.4), warmup + cosine.
@@ -36,6 +39,7 @@ from transformers import (AutoModelForCausalLM, GenerationConfig, Trainer, Train
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import sort_checkpoints
 
+from hfllm import attention  # noqa: F401  (registers attn_implementation="blocked_causal")
 from hfllm.corpus import held_out
 from hfllm.data.loading import check_texts, load_text_dataset
 from hfllm.errors import ConfigError, DataError
@@ -88,7 +92,9 @@ class PretrainModelArguments:
     num_kv_heads: int | None = field(default=None, metadata={"help": "KV heads for GQA (default: num_heads)."})
     intermediate_size: int | None = field(default=None, metadata={"help": "FFN width (default 8/3·d rounded to 64)."})
     tie_word_embeddings: bool = field(default=True, metadata={"help": "Share input and output embeddings."})
-    attn_implementation: str = field(default="sdpa", metadata={"help": "eager, sdpa, flash_attention_2, …"})
+    attn_implementation: str = field(
+        default="sdpa", metadata={"help": "sdpa, eager, flash_attention_2, … or blocked_causal (hfllm.attention; CPU)."}
+    )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the Hub."})
 
 

@@ -6,7 +6,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
-from hfllm.loss import chunked_causal_lm_loss, use_chunked_loss
+import torch.nn.functional as F
+
+from hfllm.loss import CrossEntropySum, chunked_causal_lm_loss, use_chunked_loss
 
 
 def _llama(tie: bool):
@@ -63,3 +65,27 @@ def test_other_heads_keep_their_own_loss():
     gpt2 = AutoModelForCausalLM.from_config(GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=50))
     assert not use_chunked_loss(gpt2, 8)
     assert not use_chunked_loss(_llama(True), 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cross_entropy_sum_equals_torch(dtype):
+    logits = torch.randn(40, 97, generator=torch.Generator().manual_seed(2)).to(dtype).requires_grad_()
+    target = torch.randint(0, 97, (40,), generator=torch.Generator().manual_seed(3))
+    target[::6] = -100
+    loss = CrossEntropySum.apply(logits, target)
+    (grad,) = torch.autograd.grad(3 * loss, logits)
+    ref = F.cross_entropy(logits.float(), target, ignore_index=-100, reduction="sum")
+    (ref_grad,) = torch.autograd.grad(3 * ref, logits)
+    assert grad.dtype == dtype
+    torch.testing.assert_close(loss, ref, rtol=1e-6, atol=1e-4)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-2 if dtype == torch.bfloat16 else 1e-6, atol=1e-6)
+    assert grad[::6].abs().max() == 0  # ignored rows get no gradient
+
+
+def test_cross_entropy_sum_by_hand():
+    # logits [0, ln 3]: softmax [1/4, 3/4]; target 0 → loss ln 4, gradient [1/4 − 1, 3/4].
+    logits = torch.tensor([[0.0, torch.log(torch.tensor(3.0)).item()]], requires_grad=True)
+    loss = CrossEntropySum.apply(logits, torch.tensor([0]))
+    loss.backward()
+    torch.testing.assert_close(loss, torch.log(torch.tensor(4.0)))
+    torch.testing.assert_close(logits.grad, torch.tensor([[-0.75, 0.75]]))
