@@ -187,8 +187,8 @@ def main() -> None:
             dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[chosen]
             before = matmul_ceiling(dtype)
             t0 = time.perf_counter()
-            tps, median, config, _, peak = run(key, ds, collator, tokenizer, precision, optim, compile_, attn, opts, Path(tmp),
-                                          recipe=key not in ("a", "b"))
+            tps, median, config, _, peak = run(key, ds, collator, tokenizer, precision, optim, compile_, attn, opts,
+                                               Path(tmp), recipe=key not in ("a", "b"))
             wall = time.perf_counter() - t0
             ceiling = max(before, matmul_ceiling(dtype))
             flops = tps * flops_per_token(config, opts.seq)

@@ -8,11 +8,11 @@ materialised (batch, 1, seq, seq) tensor. Same result as eager attention: fp32 s
 the input dtype.
 
 Why it exists: on the CPU, eager attention beats the CPU SDPA kernel at short sequences (the
-profiles use it), but its cost grows with seq². Also, under `torch.compile` transformers cannot tell whether
-`position_ids` describe packed sequences, so it always builds a packed-sequence mask, which
-inductor recomputes per score with gathers. Here document boundaries come from `position_ids`
-directly (a step other than +1 starts a new document — transformers' own rule), one small
-(batch, seq) tensor. Measured on 2 Zen 4 cores, compiled bf16 training steps against eager
+profiles use it), but its cost grows with seq². Also, under `torch.compile` transformers cannot
+tell whether `position_ids` describe packed sequences, so it always builds a packed-sequence
+mask, which inductor recomputes per score with gathers. Here document boundaries come from
+`position_ids` directly (a step other than +1 starts a new document — transformers' own rule),
+one small (batch, seq) tensor. Measured on 2 Zen 4 cores, compiled bf16 training steps against eager
 attention in the same process: the 12 × 768 model at seq 1,024, 13 % less time a step; the
 benchmark's 4 × 256 model at seq 256, batch 16, the same time (−0.7 %), batch 8 slower (+4 to
 +13 % median) — hence the profiles, at 128–256 tokens, keep eager. On a GPU use `sdpa` or flash
@@ -81,7 +81,8 @@ def blocked_causal_attention_forward(module: nn.Module, query: torch.Tensor, key
                     and getattr(module, "is_causal", True) and not (dropout and module.training)
                     and kwargs.get("sliding_window") is None)
     if not plain_causal:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                      **kwargs)
     groups = getattr(module, "num_key_value_groups", 1)
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
