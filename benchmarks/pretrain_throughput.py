@@ -133,7 +133,7 @@ def run(name, train, collator, tokenizer, precision, optim, compile_, attn, opts
         seconds = clock.times[start + opts.window - 1] - clock.times[start - 1]
         rates.append(sum(trainer.real_tokens[start:start + opts.window]) / seconds)
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-    return max(rates), sorted(rates)[len(rates) // 2], model.config, args, peak
+    return max(rates), sorted(rates)[len(rates) // 2], model.config, peak
 
 
 def main() -> None:
@@ -187,7 +187,7 @@ def main() -> None:
             dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[chosen]
             before = matmul_ceiling(dtype)
             t0 = time.perf_counter()
-            tps, median, config, _, peak = run(key, ds, collator, tokenizer, precision, optim, compile_, attn, opts,
+            tps, median, config, peak = run(key, ds, collator, tokenizer, precision, optim, compile_, attn, opts,
                                                Path(tmp), recipe=key not in ("a", "b"))
             wall = time.perf_counter() - t0
             ceiling = max(before, matmul_ceiling(dtype))

@@ -11,11 +11,11 @@ Why it exists: on the CPU, eager attention beats the CPU SDPA kernel at short se
 profiles use it), but its cost grows with seq². Also, under `torch.compile` transformers cannot
 tell whether `position_ids` describe packed sequences, so it always builds a packed-sequence
 mask, which inductor recomputes per score with gathers. Here document boundaries come from
-`position_ids` directly (a step other than +1 starts a new document — transformers' own rule),
-one small (batch, seq) tensor. Measured on 2 Zen 4 cores, compiled bf16 training steps against eager
-attention in the same process: the 12 × 768 model at seq 1,024, 13 % less time a step; the
-benchmark's 4 × 256 model at seq 256, batch 16, the same time (−0.7 %), batch 8 slower (+4 to
-+13 % median) — hence the profiles, at 128–256 tokens, keep eager. On a GPU use `sdpa` or flash
+`position_ids` directly (transformers' `find_packed_sequence_indices`: a step other than +1
+starts a new document), one small (batch, seq) tensor. Measured on 2 Zen 4 cores, compiled bf16
+training steps against eager attention in the same process: the 12 × 768 model at seq 1,024,
+13 % less time a step; the benchmark's 4 × 256 model at seq 256, batch 16, the same time
+(−0.7 %), batch 8 slower (+4 to +13 % median) — hence the profiles, at 128–256 tokens, keep eager. On a GPU use `sdpa` or flash
 attention: their fused kernels already skip masked blocks.
 
 Where the mask is not plain causal over whole blocks — a padding mask, a sliding window, decoding
@@ -30,26 +30,13 @@ import torch
 from torch import nn
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-from transformers.utils.import_utils import is_tracing
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, find_packed_sequence_indices, sdpa_mask
 
 NAME = "blocked_causal"
 BLOCK = 128
 # Decoder-only text models whose mask is causal ∧ padding ∧ packing (∧ a sliding window, passed as
 # `local_size`): nothing that attends forwards, so skipping the upper blocks is exact.
 PLAIN_CAUSAL_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
-
-
-def document_ids(position_ids: torch.Tensor | None) -> torch.Tensor | None:
-    """(batch or 1, seq) ids of the packed document each token belongs to, or None when every row
-    is one document (known only outside tracing; under compile the ids are always computed)."""
-    if position_ids is None:
-        return None
-    step = position_ids.diff(dim=-1, prepend=position_ids[..., :1] - 1)
-    ids = (step != 1).cumsum(-1)
-    if not is_tracing(ids) and not bool(ids[..., -1].any()):
-        return None
-    return ids
 
 
 def blocked_causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float,
@@ -86,7 +73,10 @@ def blocked_causal_attention_forward(module: nn.Module, query: torch.Tensor, key
     groups = getattr(module, "num_key_value_groups", 1)
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
-    output = blocked_causal_attention(query, key, value, scaling, document_ids(kwargs.get("position_ids")))
+    position_ids = kwargs.get("position_ids")
+    # transformers' own packed-sequence rule; None when each row is one document (outside tracing)
+    documents = None if position_ids is None else find_packed_sequence_indices(position_ids)
+    output = blocked_causal_attention(query, key, value, scaling, documents)
     return output.transpose(1, 2).contiguous(), None
 
 

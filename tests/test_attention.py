@@ -8,7 +8,9 @@ from torch.profiler import ProfilerActivity, profile
 from transformers import AutoModelForCausalLM
 
 import hfllm.attention  # noqa: F401  (registers the implementation)
-from hfllm.attention import blocked_causal_attention, document_ids
+from transformers.masking_utils import find_packed_sequence_indices
+
+from hfllm.attention import blocked_causal_attention
 from hfllm.modeling import llama_config
 
 SEQ = 300  # not a multiple of the 128-row block: the last block is partial
@@ -40,9 +42,9 @@ def test_blocked_attention_by_hand():
 
 
 def test_document_ids_follow_position_restarts():
-    assert document_ids(None) is None
-    assert document_ids(torch.arange(5)[None]) is None  # one document: nothing to mask
-    ids = document_ids(torch.tensor([[0, 1, 2, 0, 1, 0]]))
+    # The rule blocked_causal relies on, from transformers.
+    assert find_packed_sequence_indices(torch.arange(5)[None]) is None  # one document: nothing to mask
+    ids = find_packed_sequence_indices(torch.tensor([[0, 1, 2, 0, 1, 0]]))
     assert ids.tolist() == [[0, 0, 0, 1, 1, 2]]
 
 

@@ -4,9 +4,8 @@ import copy
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
-
 import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
 from hfllm.loss import CrossEntropySum, chunked_causal_lm_loss, use_chunked_loss
 
