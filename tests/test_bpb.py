@@ -2,6 +2,8 @@
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -10,6 +12,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from hfllm.evaluation import BigramModel, lm_eval_bits_per_byte, score_texts
 from hfllm.evaluation.bpb import rolling_windows
 from hfllm.modeling import llama_config
+
+from conftest import REPO
 
 
 def test_rolling_windows_predict_every_token_once():
@@ -65,3 +69,36 @@ def test_model_beats_bigram_floor_by_ten_percent(tiny_run):
     data = json.loads((tiny_run / "data" / "manifest.json").read_text())["metrics"]
     assert m["bigram_train_bytes"] == data["train_bytes"]  # the bigram saw all the training text
     assert m["bits_per_byte"] <= 0.9 * m["bigram_bits_per_byte"], m
+
+
+def test_quality_gate_fails_the_stage_with_one_line_and_keeps_the_numbers(tiny_run, tmp_path):
+    out = tmp_path / "eval"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "recipes" / "evaluation.py"), "--model_name_or_path", str(tiny_run / "pretrain"),
+         "--dataset_name", str(tiny_run / "data"), "--max_eval_docs", "5", "--lm_eval_check", "false",
+         "--require_below_bigram", "0.99", "--output_dir", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = proc.stderr.strip().splitlines()[-1]
+    assert err.startswith("hfllm: error:") and "require_below_bigram" in err and "99%" in err, err
+    results = json.loads((out / "results.json").read_text())
+    assert f"{-results['bpb_vs_bigram']:.1%}" in err  # the margin it measured, as results.json has it
+    assert not (out / "manifest.json").exists()  # a failed gate is not a finished stage: a re-run evaluates again
+    # The tiny model clears a 10 % gate on the same documents.
+    ok = subprocess.run(
+        [sys.executable, str(REPO / "recipes" / "evaluation.py"), "--model_name_or_path", str(tiny_run / "pretrain"),
+         "--dataset_name", str(tiny_run / "data"), "--max_eval_docs", "5", "--lm_eval_check", "false",
+         "--require_below_bigram", "0.1", "--output_dir", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert (out / "manifest.json").exists()
+
+
+def test_quality_gate_needs_the_bigram_baseline():
+    from hfllm.errors import ConfigError
+    from hfllm.evaluation.stage import EvalArguments, run_eval_stage
+
+    with pytest.raises(ConfigError, match="require_below_bigram.*bigram_baseline"):
+        run_eval_stage(EvalArguments(bigram_baseline=False, require_below_bigram=0.1, output_dir="unused"))

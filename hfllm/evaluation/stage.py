@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hfllm.data.loading import check_texts, load_text_dataset
+from hfllm.errors import ConfigError, HfllmError
 from hfllm.evaluation.bpb import best_bigram, model_max_length, score_texts
 from hfllm.modeling import check_vocab, load_causal_lm, load_tokenizer
 from hfllm.report import Section, StageResult
@@ -31,6 +32,11 @@ class EvalArguments:
     bigram_max_train_bytes: int | None = field(
         default=50_000_000, metadata={"help": "Fit the bigram on at most this much training text (pure-Python counts)."}
     )
+    require_below_bigram: float | None = field(
+        default=None,
+        metadata={"help": "Fail the stage (exit 2, results.json still written) unless the model's bits per byte are at "
+                          "least this fraction below the bigram floor's (0.1 = 10 %)."},
+    )
     lm_eval_check: bool = field(default=True, metadata={"help": f"Cross-check bpb with lm-eval's {HELDOUT_TASK}."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the Hub."})
     output_dir: str = field(default="runs/demo/eval", metadata={"help": "Where results are written."})
@@ -51,7 +57,29 @@ def lm_eval_bits_per_byte(model, tokenizer, heldout_jsonl: str | Path, batch_siz
     return float(out["results"][HELDOUT_TASK]["bits_per_byte,none"])
 
 
+def check_bigram_margin(metrics: dict[str, Any], required: float | None, results: Path) -> None:
+    """The quality gate: raise unless bits per byte are at least `required` below the bigram floor.
+
+    Raised after results.json is written (the numbers stay for the user to read) and before the
+    manifest is, so a re-run evaluates again instead of skipping a stage that failed its gate.
+    """
+    if required is None:
+        return
+    below = -metrics["bpb_vs_bigram"]
+    if below < required:
+        raise HfllmError(
+            f"the model's {metrics['bits_per_byte']:.4f} bits per byte are {below:.1%} below the bigram floor's "
+            f"{metrics['bigram_bits_per_byte']:.4f}, short of the {required:.0%} required (numbers in {results})",
+            field="require_below_bigram",
+        )
+
+
 def run_eval_stage(args: EvalArguments) -> StageResult:
+    if args.require_below_bigram is not None and not args.bigram_baseline:
+        raise ConfigError("needs bigram_baseline: true", field="require_below_bigram")
+    if args.require_below_bigram is not None and not args.require_below_bigram < 1:
+        raise ConfigError(f"must be below 1 (a fraction of the bigram floor), got {args.require_below_bigram}",
+                          field="require_below_bigram")
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(args.model_name_or_path, field="model_name_or_path", trust_remote_code=args.trust_remote_code)
@@ -89,6 +117,7 @@ def run_eval_stage(args: EvalArguments) -> StageResult:
         lm_bpb = lm_eval_bits_per_byte(model, tokenizer, heldout, args.per_device_eval_batch_size)
         metrics.update(lm_eval_bits_per_byte=lm_bpb, lm_eval_abs_diff=abs(lm_bpb - score.bits_per_byte))
     (out / "results.json").write_text(json.dumps(metrics, indent=1))
+    check_bigram_margin(metrics, args.require_below_bigram, out / "results.json")
 
     section = Section("eval", "Evaluation")
     section.text(
@@ -98,7 +127,8 @@ def run_eval_stage(args: EvalArguments) -> StageResult:
     section.table(["model", "bits per byte", "perplexity"], rows)
     if args.bigram_baseline:
         rel = metrics["bpb_vs_bigram"]
-        section.text(f"The model's bits per byte are {abs(rel):.1%} {'below' if rel < 0 else 'ABOVE'} the bigram floor's.")
+        gate = "" if args.require_below_bigram is None else f" (at least {args.require_below_bigram:.0%} required)"
+        section.text(f"The model's bits per byte are {abs(rel):.1%} {'below' if rel < 0 else 'ABOVE'} the bigram floor's{gate}.")
     if args.lm_eval_check:
         section.text(f"lm-eval `{HELDOUT_TASK}` bits_per_byte: {metrics['lm_eval_bits_per_byte']:.5f} "
                      f"(|Δ| = {metrics['lm_eval_abs_diff']:.1e}).")
