@@ -23,10 +23,12 @@ Variants run in the order a–e: the recipe's host-memory setting lasts for the 
 process, so the baselines run before it.
 Model FLOP/s uses the PaLM formula (hfllm.modeling.flops_per_token): 6·N + 12·L·d·T per token,
 N = matmul weights incl. the output projection, T = seq; it is printed as a fraction of this
-machine's measured matmul ceiling in the run's precision (a large square matmul, best of 5),
-measured again right before and right after each variant, the higher of the two counting: the
-shared cores' speed drifts by 10–15 % over minutes, and a ceiling taken only at the start
-would credit or blame each variant for the drift.
+machine's measured matmul ceiling in the run's precision (a large square matmul, best of 5).
+The ceiling is measured between the timed windows (outside their time), and each window's
+FLOP/s is divided by the higher of the ceilings right before and right after it; the fraction
+printed is the median window's (the best beside it). Why: the shared cores' speed drifts by
+10–20 % over minutes, and a ceiling taken once per variant credited or blamed each run for the
+drift (the same recipe read 62–77 % across one afternoon).
 
 Usage:  python benchmarks/pretrain_throughput.py [--steps 40] [--warmup 8] [--only a,c,d]
         python benchmarks/pretrain_throughput.py --model 110m --seq 1024 --batch 2 --attn blocked_causal --only d
@@ -88,16 +90,31 @@ def spec_peak() -> float | None:
 
 
 class Clock(TrainerCallback):
-    """Wall time at the end of each step; tokens are counted by the trainer below."""
+    """Times windows of `window` steps after `warmup` steps and probes the matmul ceiling between
+    windows (`probe`, not timed), so that each window's FLOP/s is compared with the ceiling the
+    machine had within seconds of it: the shared cores' speed drifts over minutes."""
 
-    def __init__(self):
-        self.times: list[float] = []
+    def __init__(self, warmup: int, window: int, probe=None):
+        self.warmup, self.window, self.probe = warmup, window, probe
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+        self.ceilings: list[float] = []  # probe before window i: ceilings[i]; after it: ceilings[i + 1]
+
+    def _mark_start(self):
+        if self.probe is not None:
+            self.ceilings.append(self.probe())
+        self.starts.append(time.perf_counter())
 
     def on_step_end(self, args, state, control, **kwargs):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        self.times.append(time.perf_counter())
-
+        now = time.perf_counter()
+        done = state.global_step - self.warmup
+        if done == 0:
+            self._mark_start()
+        elif done > 0 and done % self.window == 0:
+            self.ends.append(now)
+            self._mark_start()
 
 class CountingTrainer(Trainer):
     real_tokens: list[int]
@@ -122,18 +139,21 @@ def run(name, train, collator, tokenizer, precision, optim, compile_, attn, opts
     if recipe:  # what the pretrain stage does to the model it built, and on the CPU to the process
         use_recipe_loss(model, args)
         use_recipe_memory(args)
-    clock = Clock()
+    chosen = auto_precision() if precision == "auto" else precision
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[chosen]
+    clock = Clock(opts.warmup, opts.window, probe=lambda: matmul_ceiling(dtype))
     trainer = CountingTrainer(model=model, args=args, train_dataset=train, data_collator=collator, callbacks=[clock])
     trainer.real_tokens = []
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
-    rates = []  # tokens/s of each window of timed steps
-    for start in range(opts.warmup, opts.warmup + opts.steps - opts.window + 1, opts.window):
-        seconds = clock.times[start + opts.window - 1] - clock.times[start - 1]
-        rates.append(sum(trainer.real_tokens[start:start + opts.window]) / seconds)
+    windows = []  # (tokens/s, ceiling FLOP/s around it) of each timed window
+    for i, (start, end) in enumerate(zip(clock.starts, clock.ends)):
+        first = opts.warmup + i * opts.window
+        tokens = sum(trainer.real_tokens[first:first + opts.window])
+        windows.append((tokens / (end - start), max(clock.ceilings[i], clock.ceilings[i + 1])))
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-    return max(rates), sorted(rates)[len(rates) // 2], model.config, peak
+    return windows, model.config, peak
 
 
 def main() -> None:
@@ -184,22 +204,26 @@ def main() -> None:
         for key in sorted(opts.only.split(",")):  # baselines first (see the module doc)
             label, ds, collator, precision, optim, compile_, attn = variants[key]
             chosen = auto if precision == "auto" else precision  # the run's matmul precision
-            dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[chosen]
-            before = matmul_ceiling(dtype)
             t0 = time.perf_counter()
-            tps, median, config, peak = run(key, ds, collator, tokenizer, precision, optim, compile_, attn, opts,
-                                               Path(tmp), recipe=key not in ("a", "b"))
+            windows, config, peak = run(key, ds, collator, tokenizer, precision, optim, compile_, attn, opts,
+                                        Path(tmp), recipe=key not in ("a", "b"))
             wall = time.perf_counter() - t0
-            ceiling = max(before, matmul_ceiling(dtype))
-            flops = tps * flops_per_token(config, opts.seq)
+            per_token = flops_per_token(config, opts.seq)
+            rates = sorted(rate for rate, _ in windows)
+            fractions = sorted(rate * per_token / ceiling for rate, ceiling in windows)
+            tps, median = rates[-1], rates[len(rates) // 2]
+            flops, fraction = tps * per_token, fractions[len(fractions) // 2]
+            lo, hi = min(c for _, c in windows), max(c for _, c in windows)
             results[key] = {"label": label, "tokens_per_s": tps, "tokens_per_s_median": median, "model_flops": flops,
-                            "ceiling_flops": ceiling, "fraction_of_ceiling": flops / ceiling, "peak_memory_gib": peak,
-                            "wall_s": wall}
+                            "fraction_of_ceiling": fraction, "fraction_of_ceiling_best": fractions[-1],
+                            "windows": [{"tokens_per_s": r, "ceiling_flops": c} for r, c in windows],
+                            "peak_memory_gib": peak, "wall_s": wall}
             spec = spec_peak()
             if spec:  # on a GPU also as MFU against the card's dense bf16 spec, as the anchors print
                 results[key]["mfu_spec"] = flops / spec
             print(f"{key}  {label:<40} {tps:>9.0f} real tok/s (median {median:.0f})  {flops / 1e9:6.1f} GFLOP/s  "
-                  f"{flops / ceiling:5.1%} of the {chosen} ceiling ({ceiling / 1e9:.0f})"
+                  f"{fraction:5.1%} of the {chosen} ceiling (median window; best {fractions[-1]:.1%}; "
+                  f"ceiling {lo / 1e9:.0f}–{hi / 1e9:.0f})"
                   + (f", {flops / spec:5.1%} of the {spec / 1e12:.0f} TFLOP/s spec" if spec else "")
                   + (f"  peak {peak:.1f} GiB" if peak is not None else "") + f"  (run {wall:.0f} s)", flush=True)
     if "a" in results:
