@@ -116,6 +116,7 @@ class Clock(TrainerCallback):
             self.ends.append(now)
             self._mark_start()
 
+
 class CountingTrainer(Trainer):
     real_tokens: list[int]
 
@@ -125,7 +126,8 @@ class CountingTrainer(Trainer):
         return super().training_step(model, inputs, num_items_in_batch)
 
 
-def run(name, train, collator, tokenizer, precision, optim, compile_, attn, opts, out: Path, recipe: bool):
+def run(name, train, collator, tokenizer, precision, optim, compile_, attn, opts, out: Path, recipe: bool,
+        ceiling_dtype: torch.dtype):
     torch.manual_seed(0)
     layers, width, heads, _ = MODELS[opts.model]
     args = PretrainConfig(
@@ -139,9 +141,7 @@ def run(name, train, collator, tokenizer, precision, optim, compile_, attn, opts
     if recipe:  # what the pretrain stage does to the model it built, and on the CPU to the process
         use_recipe_loss(model, args)
         use_recipe_memory(args)
-    chosen = auto_precision() if precision == "auto" else precision
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[chosen]
-    clock = Clock(opts.warmup, opts.window, probe=lambda: matmul_ceiling(dtype))
+    clock = Clock(opts.warmup, opts.window, probe=lambda: matmul_ceiling(ceiling_dtype))
     trainer = CountingTrainer(model=model, args=args, train_dataset=train, data_collator=collator, callbacks=[clock])
     trainer.real_tokens = []
     if torch.cuda.is_available():
@@ -204,9 +204,10 @@ def main() -> None:
         for key in sorted(opts.only.split(",")):  # baselines first (see the module doc)
             label, ds, collator, precision, optim, compile_, attn = variants[key]
             chosen = auto if precision == "auto" else precision  # the run's matmul precision
+            dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[chosen]
             t0 = time.perf_counter()
             windows, config, peak = run(key, ds, collator, tokenizer, precision, optim, compile_, attn, opts,
-                                        Path(tmp), recipe=key not in ("a", "b"))
+                                        Path(tmp), recipe=key not in ("a", "b"), ceiling_dtype=dtype)
             wall = time.perf_counter() - t0
             per_token = flops_per_token(config, opts.seq)
             rates = sorted(rate for rate, _ in windows)

@@ -71,14 +71,19 @@ def test_model_beats_bigram_floor_by_ten_percent(tiny_run):
     assert m["bits_per_byte"] <= 0.9 * m["bigram_bits_per_byte"], m
 
 
-def test_quality_gate_fails_the_stage_with_one_line_and_keeps_the_numbers(tiny_run, tmp_path):
-    out = tmp_path / "eval"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "recipes" / "evaluation.py"), "--model_name_or_path", str(tiny_run / "pretrain"),
-         "--dataset_name", str(tiny_run / "data"), "--max_eval_docs", "5", "--lm_eval_check", "false",
-         "--require_below_bigram", "0.99", "--output_dir", str(out)],
+def evaluate_with_gate(run_dir, out, required: str) -> subprocess.CompletedProcess:
+    """The evaluation recipe on the tiny run's model and five held-out documents, gated at `required`."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "recipes" / "evaluation.py"), "--model_name_or_path", str(run_dir / "pretrain"),
+         "--dataset_name", str(run_dir / "data"), "--max_eval_docs", "5", "--lm_eval_check", "false",
+         "--require_below_bigram", required, "--output_dir", str(out)],
         capture_output=True, text=True, timeout=600,
     )
+
+
+def test_quality_gate_fails_the_stage_with_one_line_and_keeps_the_numbers(tiny_run, tmp_path):
+    out = tmp_path / "eval"
+    proc = evaluate_with_gate(tiny_run, out, "0.99")
     assert proc.returncode == 2, proc.stderr[-2000:]
     err = proc.stderr.strip().splitlines()[-1]
     assert err.startswith("hfllm: error:") and "require_below_bigram" in err and "99%" in err, err
@@ -86,12 +91,7 @@ def test_quality_gate_fails_the_stage_with_one_line_and_keeps_the_numbers(tiny_r
     assert f"{-results['bpb_vs_bigram']:.1%}" in err  # the margin it measured, as results.json has it
     assert not (out / "manifest.json").exists()  # a failed gate is not a finished stage: a re-run evaluates again
     # The tiny model clears a 10 % gate on the same documents.
-    ok = subprocess.run(
-        [sys.executable, str(REPO / "recipes" / "evaluation.py"), "--model_name_or_path", str(tiny_run / "pretrain"),
-         "--dataset_name", str(tiny_run / "data"), "--max_eval_docs", "5", "--lm_eval_check", "false",
-         "--require_below_bigram", "0.1", "--output_dir", str(out)],
-        capture_output=True, text=True, timeout=600,
-    )
+    ok = evaluate_with_gate(tiny_run, out, "0.1")
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert (out / "manifest.json").exists()
 
