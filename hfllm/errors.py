@@ -34,6 +34,12 @@ class DataError(HfllmError):
     """Input data that a stage cannot use (missing column, empty corpus, bad row)."""
 
 
+class CheckFailed(HfllmError):
+    """A stage that ran to the end but whose result failed a check its config asked for (e.g. the
+    evaluation's `require_below_bigram`). Unlike refused input, its new output is the evidence:
+    the runner keeps it instead of putting the earlier output back, and writes no manifest."""
+
+
 def exit_on_error(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run `fn`; on `HfllmError` print `hfllm: error: …` on one line and exit with status 2."""
 

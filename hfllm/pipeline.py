@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hfllm.configs import load_yaml, parse_config_file, to_dict
-from hfllm.errors import ConfigError, HfllmError
+from hfllm.errors import CheckFailed, ConfigError, HfllmError
 from hfllm.report import StageResult, write_report
 
 MANIFEST = "manifest.json"
@@ -198,7 +198,9 @@ def execute_stage(
     except HfllmError as err:
         if err.where is None and config_path is not None:
             err.where = str(config_path)
-        if is_main and moved_aside:
+        if is_main and moved_aside and isinstance(err, CheckFailed):
+            shutil.rmtree(previous, ignore_errors=True)  # the new output stands: it shows what failed
+        elif is_main and moved_aside:
             shutil.rmtree(stage_dir, ignore_errors=True)
             previous.rename(stage_dir)
         raise

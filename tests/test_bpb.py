@@ -83,17 +83,22 @@ def evaluate_with_gate(run_dir, out, required: str) -> subprocess.CompletedProce
 
 def test_quality_gate_fails_the_stage_with_one_line_and_keeps_the_numbers(tiny_run, tmp_path):
     out = tmp_path / "eval"
-    proc = evaluate_with_gate(tiny_run, out, "0.99")
+    ok = evaluate_with_gate(tiny_run, out, "0.1")  # the tiny model clears a 10 % gate on these documents
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert (out / "manifest.json").exists()
+    passed = json.loads((out / "results.json").read_text())
+
+    proc = evaluate_with_gate(tiny_run, out, "0.99")  # another config: the passed run's output is set aside
     assert proc.returncode == 2, proc.stderr[-2000:]
     err = proc.stderr.strip().splitlines()[-1]
     assert err.startswith("hfllm: error:") and "require_below_bigram" in err and "99%" in err, err
     results = json.loads((out / "results.json").read_text())
     assert f"{-results['bpb_vs_bigram']:.1%}" in err  # the margin it measured, as results.json has it
-    assert not (out / "manifest.json").exists()  # a failed gate is not a finished stage: a re-run evaluates again
-    # The tiny model clears a 10 % gate on the same documents.
-    ok = evaluate_with_gate(tiny_run, out, "0.1")
-    assert ok.returncode == 0, ok.stderr[-2000:]
-    assert (out / "manifest.json").exists()
+    assert results["bits_per_byte"] == passed["bits_per_byte"]  # same model and documents
+    # The failed run's output stays (not the earlier run's put back), without a manifest: a
+    # re-run evaluates again instead of skipping a stage that failed its gate.
+    assert not (out / "manifest.json").exists()
+    assert not (tmp_path / "eval.previous").exists()
 
 
 def test_quality_gate_needs_the_bigram_baseline():

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hfllm.data.loading import check_texts, load_text_dataset
-from hfllm.errors import ConfigError, HfllmError
+from hfllm.errors import CheckFailed, ConfigError
 from hfllm.evaluation.bpb import best_bigram, model_max_length, score_texts
 from hfllm.modeling import check_vocab, load_causal_lm, load_tokenizer
 from hfllm.report import Section, StageResult
@@ -67,7 +67,7 @@ def check_bigram_margin(metrics: dict[str, Any], required: float | None, results
         return
     below = -metrics["bpb_vs_bigram"]
     if below < required:
-        raise HfllmError(
+        raise CheckFailed(
             f"the model's {metrics['bits_per_byte']:.4f} bits per byte are {below:.1%} below the bigram floor's "
             f"{metrics['bigram_bits_per_byte']:.4f}, short of the {required:.0%} required (numbers in {results})",
             field="require_below_bigram",
