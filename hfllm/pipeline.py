@@ -198,11 +198,12 @@ def execute_stage(
     except HfllmError as err:
         if err.where is None and config_path is not None:
             err.where = str(config_path)
-        if is_main and moved_aside and isinstance(err, CheckFailed):
-            shutil.rmtree(previous, ignore_errors=True)  # the new output stands: it shows what failed
-        elif is_main and moved_aside:
-            shutil.rmtree(stage_dir, ignore_errors=True)
-            previous.rename(stage_dir)
+        if is_main and moved_aside:
+            if isinstance(err, CheckFailed):  # the new output stands: it shows what failed
+                shutil.rmtree(previous, ignore_errors=True)
+            else:
+                shutil.rmtree(stage_dir, ignore_errors=True)
+                previous.rename(stage_dir)
         raise
     if is_main:
         shutil.rmtree(previous, ignore_errors=True)

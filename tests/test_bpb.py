@@ -102,8 +102,9 @@ def test_quality_gate_fails_the_stage_with_one_line_and_keeps_the_numbers(tiny_r
 
 
 def test_quality_gate_needs_the_bigram_baseline():
+    from hfllm.configs import parse_args
     from hfllm.errors import ConfigError
-    from hfllm.evaluation.stage import EvalArguments, run_eval_stage
+    from hfllm.evaluation.stage import EvalArguments
 
     with pytest.raises(ConfigError, match="require_below_bigram.*bigram_baseline"):
-        run_eval_stage(EvalArguments(bigram_baseline=False, require_below_bigram=0.1, output_dir="unused"))
+        parse_args((EvalArguments,), ["--bigram_baseline", "false", "--require_below_bigram", "0.1"])

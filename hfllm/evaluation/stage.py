@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hfllm.data.loading import check_texts, load_text_dataset
-from hfllm.errors import CheckFailed, ConfigError
+from hfllm.errors import CheckFailed
 from hfllm.evaluation.bpb import best_bigram, model_max_length, score_texts
 from hfllm.modeling import check_vocab, load_causal_lm, load_tokenizer
 from hfllm.report import Section, StageResult
@@ -40,6 +40,13 @@ class EvalArguments:
     lm_eval_check: bool = field(default=True, metadata={"help": f"Cross-check bpb with lm-eval's {HELDOUT_TASK}."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the Hub."})
     output_dir: str = field(default="runs/demo/eval", metadata={"help": "Where results are written."})
+
+    def __post_init__(self):  # a ValueError here is the parser's one-line ConfigError, before any stage runs
+        if self.require_below_bigram is not None and not self.bigram_baseline:
+            raise ValueError("require_below_bigram needs bigram_baseline: true")
+        if self.require_below_bigram is not None and not self.require_below_bigram < 1:
+            raise ValueError(f"require_below_bigram must be below 1 (a fraction of the bigram floor), "
+                             f"got {self.require_below_bigram}")
 
 
 def lm_eval_bits_per_byte(model, tokenizer, heldout_jsonl: str | Path, batch_size: int = 8) -> float:
@@ -75,11 +82,6 @@ def check_bigram_margin(metrics: dict[str, Any], required: float | None, results
 
 
 def run_eval_stage(args: EvalArguments) -> StageResult:
-    if args.require_below_bigram is not None and not args.bigram_baseline:
-        raise ConfigError("needs bigram_baseline: true", field="require_below_bigram")
-    if args.require_below_bigram is not None and not args.require_below_bigram < 1:
-        raise ConfigError(f"must be below 1 (a fraction of the bigram floor), got {args.require_below_bigram}",
-                          field="require_below_bigram")
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(args.model_name_or_path, field="model_name_or_path", trust_remote_code=args.trust_remote_code)
