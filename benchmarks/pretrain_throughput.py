@@ -30,7 +30,15 @@ printed is the median window's (the best beside it). Why: the shared cores' spee
 10–20 % over minutes, and a ceiling taken once per variant credited or blamed each run for the
 drift (the same recipe read 62–77 % across one afternoon).
 
-Usage:  python benchmarks/pretrain_throughput.py [--steps 40] [--warmup 8] [--only a,c,d]
+`--profile N` runs N more steps of each variant under torch.profiler (after the timed windows, not
+in them) and splits the step: the time in matmul kernels (aten mm/addmm/bmm/baddbmm, FLOPs from
+their recorded shapes; attention inside an SDPA kernel is not among them) against everything else,
+and the matmuls' own FLOP/s as a fraction of the ceiling probed right after. The fraction of the
+ceiling is about (matmul share of the step) × (matmuls' fraction of the ceiling where they run)
+× (model FLOPs / matmul FLOPs), which says which of the two a goal needs moved. Both times are
+taken under the profiler, so the share is its view of the step (recording adds a few %).
+
+Usage:  python benchmarks/pretrain_throughput.py [--steps 40] [--warmup 8] [--only a,c,d] [--profile 4]
         python benchmarks/pretrain_throughput.py --model 110m --seq 1024 --batch 2 --attn blocked_causal --only d
         python benchmarks/pretrain_throughput.py --model 110m --seq 1024 --batch 16   # on a GPU,
         beside ../shared/anchors/gpu_pretrain_anchor.py (same Llama 12×768 shape, seq 1024)
@@ -117,6 +125,60 @@ class Clock(TrainerCallback):
             self._mark_start()
 
 
+MATMULS = {"aten::mm": (0, 1), "aten::addmm": (1, 2), "aten::bmm": (0, 1), "aten::baddbmm": (1, 2)}  # op: its A, B
+
+
+def matmul_flops(op: str, shapes: list[list[int]]) -> int:
+    """FLOPs of one matmul call (2 per multiply-add) from the input shapes the profiler recorded."""
+    a, b = (shapes[i] for i in MATMULS[op])
+    return 2 * (a[0] if len(a) == 3 else 1) * a[-2] * a[-1] * b[-1]
+
+
+def matmul_totals(events, device: bool) -> tuple[float, float]:
+    """(seconds, FLOPs) of the matmul kernels in a profile's `key_averages(group_by_input_shape=True)`;
+    self time, so a matmul called inside another op is counted once."""
+    seconds = flops = 0.0
+    for e in events:
+        if e.key in MATMULS:
+            seconds += (e.self_device_time_total if device else e.self_cpu_time_total) / 1e6
+            flops += e.count * matmul_flops(e.key, e.input_shapes)
+    return seconds, flops
+
+
+class Profile(TrainerCallback):
+    """Profiles the `steps` training steps after step `start` (recorded shapes, so matmul FLOPs can be
+    counted) and keeps their wall time; synchronizes on a GPU so both ends are the kernels' ends."""
+
+    def __init__(self, start: int, steps: int):
+        self.start, self.steps = start, steps
+        self.prof, self.wall = None, 0.0
+
+    @staticmethod
+    def _now():
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.start:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if torch.cuda.is_available():
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            self.prof = torch.profiler.profile(activities=activities, record_shapes=True)
+            self.prof.__enter__()
+            self.t0 = self._now()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.prof is not None and state.global_step == self.start + self.steps:
+            self.wall = self._now() - self.t0
+            self.prof.__exit__(None, None, None)
+
+    def split(self) -> dict:
+        """Per step: wall seconds, matmul seconds and matmul FLOPs."""
+        seconds, flops = matmul_totals(self.prof.key_averages(group_by_input_shape=True), torch.cuda.is_available())
+        return {"step_s": self.wall / self.steps, "matmul_s": seconds / self.steps, "matmul_flops": flops / self.steps}
+
+
 class CountingTrainer(Trainer):
     real_tokens: list[int]
 
@@ -132,7 +194,7 @@ def run(name, train, collator, tokenizer, precision, optim, compile_, attn, opts
     layers, width, heads, _ = MODELS[opts.model]
     args = PretrainConfig(
         output_dir=str(out / name), max_length=opts.seq, per_device_train_batch_size=opts.batch,
-        max_steps=opts.steps + opts.warmup, learning_rate=1e-3, precision=precision, optim=optim,
+        max_steps=opts.warmup + opts.steps + opts.profile, learning_rate=1e-3, precision=precision, optim=optim,
         torch_compile=bool(compile_), torch_compile_mode=compile_ if isinstance(compile_, str) else None, save_strategy="no", logging_steps=10**6, report_to="none",
         disable_tqdm=True, dataloader_num_workers=0, seed=0,
     )
@@ -142,18 +204,26 @@ def run(name, train, collator, tokenizer, precision, optim, compile_, attn, opts
         use_recipe_loss(model, args)
         use_recipe_memory(args)
     clock = Clock(opts.warmup, opts.window, probe=lambda: matmul_ceiling(ceiling_dtype))
-    trainer = CountingTrainer(model=model, args=args, train_dataset=train, data_collator=collator, callbacks=[clock])
+    callbacks = [clock]
+    if opts.profile:
+        profile = Profile(start=opts.warmup + opts.steps, steps=opts.profile)
+        callbacks.append(profile)
+    trainer = CountingTrainer(model=model, args=args, train_dataset=train, data_collator=collator, callbacks=callbacks)
     trainer.real_tokens = []
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
     windows = []  # (tokens/s, ceiling FLOP/s around it) of each timed window
-    for i, (start, end) in enumerate(zip(clock.starts, clock.ends)):
+    for i, (start, end) in enumerate(zip(clock.starts[:opts.steps // opts.window], clock.ends)):  # not the profiled steps
         first = opts.warmup + i * opts.window
         tokens = sum(trainer.real_tokens[first:first + opts.window])
         windows.append((tokens / (end - start), max(clock.ceilings[i], clock.ceilings[i + 1])))
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-    return windows, model.config, peak
+    split = None
+    if opts.profile:
+        split = profile.split() | {"ceiling_flops": matmul_ceiling(ceiling_dtype),
+                                   "tokens": sum(trainer.real_tokens[-opts.profile:]) / opts.profile}
+    return windows, model.config, peak, split
 
 
 def main() -> None:
@@ -166,6 +236,8 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--attn", help="attn_implementation of c–e (default: sdpa on a GPU, eager on the CPU)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="profile N more steps per variant: matmul time and FLOP/s against the rest of the step")
     parser.add_argument("--json", help="also write the results here")
     opts = parser.parse_args()
 
@@ -206,7 +278,7 @@ def main() -> None:
             chosen = auto if precision == "auto" else precision  # the run's matmul precision
             dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[chosen]
             t0 = time.perf_counter()
-            windows, config, peak = run(key, ds, collator, tokenizer, precision, optim, compile_, attn, opts,
+            windows, config, peak, split = run(key, ds, collator, tokenizer, precision, optim, compile_, attn, opts,
                                         Path(tmp), recipe=key not in ("a", "b"), ceiling_dtype=dtype)
             wall = time.perf_counter() - t0
             per_token = flops_per_token(config, opts.seq)
@@ -227,6 +299,13 @@ def main() -> None:
                   f"ceiling {lo / 1e9:.0f}–{hi / 1e9:.0f})"
                   + (f", {flops / spec:5.1%} of the {spec / 1e12:.0f} TFLOP/s spec" if spec else "")
                   + (f"  peak {peak:.1f} GiB" if peak is not None else "") + f"  (run {wall:.0f} s)", flush=True)
+            if split:
+                results[key]["profile"] = split
+                share, efficiency = split["matmul_s"] / split["step_s"], split["matmul_flops"] / split["matmul_s"] / split["ceiling_flops"]
+                print(f"   profiled: matmuls {split['matmul_s'] * 1e3:.0f} of {split['step_s'] * 1e3:.0f} ms a step ({share:.0%}), "
+                      f"at {efficiency:.0%} of the ceiling where they run ({split['ceiling_flops'] / 1e9:.0f} GFLOP/s); "
+                      f"the rest {(split['step_s'] - split['matmul_s']) * 1e3:.0f} ms; model/matmul FLOPs "
+                      f"{per_token * split['tokens'] / split['matmul_flops']:.2f}", flush=True)
     if "a" in results:
         for key, r in results.items():
             r["ratio_vs_plain"] = r["tokens_per_s"] / results["a"]["tokens_per_s"]

@@ -1,8 +1,11 @@
 """The throughput benchmark's bookkeeping: which steps each timed window holds and which
-ceiling probes it is compared with (no timing is asserted)."""
+ceiling probes it is compared with, and the matmul FLOPs its profile counts (no timing is asserted)."""
 
 import sys
 import types
+
+import torch
+import torch.nn.functional as F
 
 from conftest import REPO
 
@@ -20,3 +23,23 @@ def test_windows_start_after_warmup_and_probe_between_windows():
     assert len(clock.ends) == 2 and len(clock.starts) == 3  # the unfinished third window is not counted
     assert all(s < e for s, e in zip(clock.starts, clock.ends))
     assert all(e <= s for e, s in zip(clock.ends, clock.starts[1:]))  # probe time is outside every window
+
+
+def test_profile_counts_every_matmul_of_forward_and_backward():
+    """A real profile of a forward and backward whose matmul FLOPs are known by hand: each matmul
+    appears three times (forward, gradient of its input, gradient of its weight), 2 FLOPs per
+    multiply-add; with a bias the forward is `addmm`, batched ones are `bmm`."""
+    torch.manual_seed(0)
+    x = torch.randn(32, 16, requires_grad=True)
+    w1, w2, b2 = torch.randn(24, 16), torch.randn(8, 24), torch.randn(8)
+    a, b = torch.randn(3, 5, 7), torch.randn(3, 7, 4)
+    for t in (w1, w2, b2, a, b):
+        t.requires_grad_(True)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+        loss = F.linear(F.linear(x, w1), w2, b2).square().sum() + torch.bmm(a, b).square().sum()
+        loss.backward()
+    events = prof.key_averages(group_by_input_shape=True)
+    assert {e.key for e in events} >= {"aten::mm", "aten::addmm", "aten::bmm"}
+    seconds, flops = bench.matmul_totals(events, device=False)
+    assert flops == 3 * 2 * (32 * 16 * 24 + 32 * 24 * 8) + 3 * 2 * (3 * 5 * 7 * 4)
+    assert seconds > 0
