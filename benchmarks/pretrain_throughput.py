@@ -165,13 +165,13 @@ class Profile(TrainerCallback):
             if torch.cuda.is_available():
                 activities.append(torch.profiler.ProfilerActivity.CUDA)
             self.prof = torch.profiler.profile(activities=activities, record_shapes=True)
-            self.prof.__enter__()
+            self.prof.start()
             self.t0 = self._now()
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.prof is not None and state.global_step == self.start + self.steps:
             self.wall = self._now() - self.t0
-            self.prof.__exit__(None, None, None)
+            self.prof.stop()
 
     def split(self) -> dict:
         """Per step: wall seconds, matmul seconds and matmul FLOPs."""
