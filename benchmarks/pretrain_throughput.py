@@ -31,8 +31,8 @@ printed is the median window's (the best beside it). Why: the shared cores' spee
 drift (the same recipe read 62–77 % across one afternoon).
 
 `--profile N` runs N more steps of each variant under torch.profiler (after the timed windows, not
-in them) and splits the step: the time in matmul kernels (aten mm/addmm/bmm/baddbmm, FLOPs from
-their recorded shapes; attention inside an SDPA kernel is not among them) against everything else,
+in them) and splits the step: the time in matmul kernels (aten mm/addmm/bmm/baddbmm, FLOPs as
+torch's profiler counts them; attention inside an SDPA kernel is not among them) against everything else,
 and the matmuls' own FLOP/s as a fraction of the ceiling probed right after. The fraction of the
 ceiling is about (matmul share of the step) × (matmuls' fraction of the ceiling where they run)
 × (model FLOPs / matmul FLOPs), which says which of the two a goal needs moved. Both times are
@@ -97,6 +97,13 @@ def spec_peak() -> float | None:
     return next((tflops * 1e12 for gpu, tflops in GPU_PEAK_TFLOPS.items() if gpu in name), None)
 
 
+def synced_now() -> float:
+    """perf_counter once the GPU's queued kernels are done (on a GPU a step's end is its kernels' end)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 class Clock(TrainerCallback):
     """Times windows of `window` steps after `warmup` steps and probes the matmul ceiling between
     windows (`probe`, not timed), so that each window's FLOP/s is compared with the ceiling the
@@ -114,9 +121,7 @@ class Clock(TrainerCallback):
         self.starts.append(time.perf_counter())
 
     def on_step_end(self, args, state, control, **kwargs):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        now = time.perf_counter()
+        now = synced_now()
         done = state.global_step - self.warmup
         if done == 0:
             self._mark_start()
@@ -125,57 +130,46 @@ class Clock(TrainerCallback):
             self._mark_start()
 
 
-MATMULS = {"aten::mm": (0, 1), "aten::addmm": (1, 2), "aten::bmm": (0, 1), "aten::baddbmm": (1, 2)}  # op: its A, B
-
-
-def matmul_flops(op: str, shapes: list[list[int]]) -> int:
-    """FLOPs of one matmul call (2 per multiply-add) from the input shapes the profiler recorded."""
-    a, b = (shapes[i] for i in MATMULS[op])
-    return 2 * (a[0] if len(a) == 3 else 1) * a[-2] * a[-1] * b[-1]
+MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
 
 
 def matmul_totals(events, device: bool) -> tuple[float, float]:
-    """(seconds, FLOPs) of the matmul kernels in a profile's `key_averages(group_by_input_shape=True)`;
-    self time, so a matmul called inside another op is counted once."""
+    """(seconds, FLOPs) of the matmul kernels in a `with_flops` profile's `key_averages()` (torch
+    counts 2 FLOPs per multiply-add from the shapes); self time, so a matmul inside another op
+    is counted once."""
     seconds = flops = 0.0
     for e in events:
         if e.key in MATMULS:
             seconds += (e.self_device_time_total if device else e.self_cpu_time_total) / 1e6
-            flops += e.count * matmul_flops(e.key, e.input_shapes)
+            flops += e.flops
     return seconds, flops
 
 
 class Profile(TrainerCallback):
-    """Profiles the `steps` training steps after step `start` (recorded shapes, so matmul FLOPs can be
-    counted) and keeps their wall time; synchronizes on a GPU so both ends are the kernels' ends."""
+    """Profiles the `steps` training steps after step `start` (with torch's FLOP counts) and keeps
+    their wall time; synchronizes on a GPU so both ends are the kernels' ends."""
 
     def __init__(self, start: int, steps: int):
         self.start, self.steps = start, steps
         self.prof, self.wall = None, 0.0
-
-    @staticmethod
-    def _now():
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        return time.perf_counter()
 
     def on_step_begin(self, args, state, control, **kwargs):
         if state.global_step == self.start:
             activities = [torch.profiler.ProfilerActivity.CPU]
             if torch.cuda.is_available():
                 activities.append(torch.profiler.ProfilerActivity.CUDA)
-            self.prof = torch.profiler.profile(activities=activities, record_shapes=True)
+            self.prof = torch.profiler.profile(activities=activities, with_flops=True)
             self.prof.start()
-            self.t0 = self._now()
+            self.t0 = synced_now()
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.prof is not None and state.global_step == self.start + self.steps:
-            self.wall = self._now() - self.t0
+            self.wall = synced_now() - self.t0
             self.prof.stop()
 
     def split(self) -> dict:
         """Per step: wall seconds, matmul seconds and matmul FLOPs."""
-        seconds, flops = matmul_totals(self.prof.key_averages(group_by_input_shape=True), torch.cuda.is_available())
+        seconds, flops = matmul_totals(self.prof.key_averages(), torch.cuda.is_available())
         return {"step_s": self.wall / self.steps, "matmul_s": seconds / self.steps, "matmul_flops": flops / self.steps}
 
 

@@ -35,10 +35,10 @@ def test_profile_counts_every_matmul_of_forward_and_backward():
     a, b = torch.randn(3, 5, 7), torch.randn(3, 7, 4)
     for t in (w1, w2, b2, a, b):
         t.requires_grad_(True)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True) as prof:
         loss = F.linear(F.linear(x, w1), w2, b2).square().sum() + torch.bmm(a, b).square().sum()
         loss.backward()
-    events = prof.key_averages(group_by_input_shape=True)
+    events = prof.key_averages()
     assert {e.key for e in events} >= {"aten::mm", "aten::addmm", "aten::bmm"}
     seconds, flops = bench.matmul_totals(events, device=False)
     assert flops == 3 * 2 * (32 * 16 * 24 + 32 * 24 * 8) + 3 * 2 * (3 * 5 * 7 * 4)
