@@ -59,8 +59,10 @@ from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallba
 from hfllm import corpus
 from hfllm.modeling import flops_per_token
 from hfllm.planner import GPU_PEAK_TFLOPS
+from hfllm.loss import use_chunked_loss_unless_liger
+from hfllm.memory import keep_freed_memory_on_cpu
 from hfllm.pretrain import (PretrainConfig, PretrainModelArguments, auto_precision, build_model, collate_blocks,
-                            pack_documents, use_recipe_loss, use_recipe_memory)
+                            pack_documents)
 from hfllm.tokenizer import train_bpe
 
 MODELS = {  # name: (layers, width, heads, vocab)
@@ -195,8 +197,8 @@ def run(name, train, collator, tokenizer, precision, optim, compile_, attn, opts
     model_args = PretrainModelArguments(num_layers=layers, hidden_size=width, num_heads=heads, attn_implementation=attn)
     model = build_model(model_args, tokenizer, opts.seq)
     if recipe:  # what the pretrain stage does to the model it built, and on the CPU to the process
-        use_recipe_loss(model, args)
-        use_recipe_memory(args)
+        use_chunked_loss_unless_liger(model, args)
+        keep_freed_memory_on_cpu(args)
     clock = Clock(opts.warmup, opts.window, probe=lambda: matmul_ceiling(ceiling_dtype))
     callbacks = [clock]
     if opts.profile:

@@ -80,12 +80,6 @@ _READERS = {
 }
 
 
-def held_out(text: str, test_fraction: float) -> bool:
-    """A document's split depends on its content alone, so it is stable across machines."""
-    bucket = int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:4], "big") % 10_000
-    return bucket < test_fraction * 10_000
-
-
 def iter_documents(
     sources: tuple[str, ...] | list[str] = SOURCES,
     min_chars: int = 200,

@@ -117,3 +117,12 @@ def use_chunked_loss(model, chunk_size: int = 1024) -> bool:
 
     model.forward = types.MethodType(forward, model)
     return True
+
+
+def use_chunked_loss_unless_liger(model, training_args) -> bool:
+    """For a training stage: give `model` the chunked loss (True), unless its `TrainingArguments`
+    set `use_liger_kernel` (the Trainer then applies Liger's fused linear cross-entropy, GPU).
+    Reads `loss_chunk_size` where the config has it (hfllm's configs), else 1,024 tokens."""
+    if training_args.use_liger_kernel:
+        return False
+    return use_chunked_loss(model, getattr(training_args, "loss_chunk_size", 1024))

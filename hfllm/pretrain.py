@@ -40,11 +40,11 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import sort_checkpoints
 
 from hfllm import attention  # noqa: F401  (registers attn_implementation="blocked_causal")
-from hfllm.corpus import held_out
 from hfllm.data.loading import check_texts, load_text_dataset
+from hfllm.data.split import is_held_out
 from hfllm.errors import ConfigError, DataError
-from hfllm.loss import use_chunked_loss
-from hfllm.memory import keep_freed_memory
+from hfllm.loss import use_chunked_loss_unless_liger
+from hfllm.memory import keep_freed_memory_on_cpu
 from hfllm.modeling import check_vocab, count_parameters, llama_config, load_causal_lm, load_tokenizer
 from hfllm.packing import PackedStream, collate_blocks, pack_documents
 from hfllm.report import Section, StageResult
@@ -267,18 +267,6 @@ def build_model(model_args: PretrainModelArguments, tokenizer, max_length: int):
     return model
 
 
-def use_recipe_memory(training_args: PretrainConfig) -> bool:
-    """Training on the CPU: keep what each step frees for the next (hfllm.memory; ≈ 15 % of a
-    step's time on the benchmark). Process-wide; True where applied."""
-    return training_args.device.type == "cpu" and keep_freed_memory()
-
-
-def use_recipe_loss(model, training_args: PretrainConfig) -> bool:
-    """Give `model` the recipe's training loss: hfllm's chunked one (True), unless
-    `use_liger_kernel` asks the Trainer for Liger's fused linear cross-entropy (GPU) instead."""
-    return not training_args.use_liger_kernel and use_chunked_loss(model, training_args.loss_chunk_size)
-
-
 def _loss_plot(log_history: list[dict[str, Any]]):
     import matplotlib
 
@@ -326,7 +314,7 @@ def run_pretrain_stage(
         fraction, text_field = script_args.exclude_held_out_fraction, script_args.dataset_text_field
         # A row without a string text is kept, for the stream's row check to name.
         train_docs = train_docs.filter(lambda row: not (isinstance(row.get(text_field), str)
-                                                        and held_out(row[text_field], fraction)))
+                                                        and is_held_out(row[text_field], fraction)))
     stream = None
     if script_args.dataset_streaming:
         # Packed on the fly, shuffled within windows, and resumed from the saved position: the
@@ -355,10 +343,10 @@ def run_pretrain_stage(
         if script_args.max_eval_blocks is not None:
             eval_ds = eval_ds.select(range(min(script_args.max_eval_blocks, len(eval_ds))))
 
-    memory_kept = use_recipe_memory(training_args)
+    memory_kept = keep_freed_memory_on_cpu(training_args)
     set_seed(training_args.seed)  # the same initial weights on every run of the same config
     model = build_model(model_args, tokenizer, training_args.max_length)
-    chunked_loss = use_recipe_loss(model, training_args)
+    chunked_loss = use_chunked_loss_unless_liger(model, training_args)
     stream_position = StreamPosition()
     trainer = PretrainTrainer(
         model=model,

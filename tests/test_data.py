@@ -8,6 +8,7 @@ import pytest
 from hfllm import corpus
 from hfllm.data import DataArguments, load_text_dataset, run_data_stage
 from hfllm.data.loading import check_texts
+from hfllm.data.split import is_held_out
 from hfllm.errors import DataError
 
 
@@ -25,8 +26,8 @@ def test_corpus_is_real_english_text_from_each_source():
 
 def test_held_out_split_depends_only_on_content():
     texts = [r["text"] for r in corpus.iter_documents(["pydoc_topics"])]
-    first = [corpus.held_out(t, 0.2) for t in texts]
-    assert first == [corpus.held_out(t, 0.2) for t in reversed(texts)][::-1]
+    first = [is_held_out(t, 0.2) for t in texts]
+    assert first == [is_held_out(t, 0.2) for t in reversed(texts)][::-1]
     assert 0 < sum(first) < len(texts)
     assert corpus.content_hash(texts) == corpus.content_hash(list(texts))
     assert corpus.content_hash(texts) != corpus.content_hash(texts[1:])
@@ -120,7 +121,7 @@ def test_streamed_dataset_keeps_the_first_documents(tmp_path):
     run_data_stage(args)
     dd = datasets.load_from_disk(str(tmp_path / "d"))
     assert sorted(list(dd["train"]["text"]) + list(dd["test"]["text"])) == sorted(texts[:30])
-    assert set(dd["test"]["text"]) == {t for t in texts[:30] if corpus.held_out(t, 0.2)}
+    assert set(dd["test"]["text"]) == {t for t in texts[:30] if is_held_out(t, 0.2)}
 
 
 def test_check_texts_names_the_row_past_the_first_arrow_batch():

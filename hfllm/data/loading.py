@@ -13,6 +13,7 @@ import datasets
 import pyarrow.compute as pc
 
 from hfllm import corpus
+from hfllm.data.split import is_held_out
 from hfllm.errors import ConfigError, DataError
 from hfllm.report import Section, StageResult
 
@@ -117,8 +118,8 @@ def _embedded(args: DataArguments, removed: Counter) -> datasets.DatasetDict:
     if not rows:
         raise DataError(f"no documents of at least {args.corpus_min_chars} characters (empty corpus)",
                         where="embedded corpus", field="corpus_sources")
-    train = [r for r in rows if not corpus.held_out(r["text"], args.test_fraction)]
-    test = [r for r in rows if corpus.held_out(r["text"], args.test_fraction)]
+    train = [r for r in rows if not is_held_out(r["text"], args.test_fraction)]
+    test = [r for r in rows if is_held_out(r["text"], args.test_fraction)]
     return datasets.DatasetDict(
         {
             args.dataset_train_split: datasets.Dataset.from_list(train, features=_FEATURES),
@@ -137,7 +138,7 @@ def _from_dataset(args: DataArguments) -> datasets.DatasetDict:
                                    config=args.dataset_config, streaming=True)
         train = datasets.Dataset.from_list([{"text": r.get(args.dataset_text_field)} for r in stream.take(args.max_train_docs)])
         check_texts(train, "text", name)
-        return _split_by_hash(normalise_text(train, "text", name), args)
+        return _split_by_hash(to_text_and_source_columns(train, "text", name), args)
     train = load_text_dataset(name, args.dataset_train_split, text_field=args.dataset_text_field, config=args.dataset_config)
     check_texts(train, args.dataset_text_field, name)
     try:
@@ -146,14 +147,14 @@ def _from_dataset(args: DataArguments) -> datasets.DatasetDict:
     except DataError as err:
         if "no split" not in err.message and "cannot load split" not in err.message:
             raise
-        return _split_by_hash(normalise_text(train, args.dataset_text_field, name), args)
+        return _split_by_hash(to_text_and_source_columns(train, args.dataset_text_field, name), args)
     return datasets.DatasetDict({
-        args.dataset_train_split: normalise_text(train, args.dataset_text_field, name),
-        args.dataset_test_split: normalise_text(test, args.dataset_text_field, name),
+        args.dataset_train_split: to_text_and_source_columns(train, args.dataset_text_field, name),
+        args.dataset_test_split: to_text_and_source_columns(test, args.dataset_text_field, name),
     })
 
 
-def normalise_text(ds: datasets.Dataset, text_field: str, source: str) -> datasets.Dataset:
+def to_text_and_source_columns(ds: datasets.Dataset, text_field: str, source: str) -> datasets.Dataset:
     """Columns `text` and `source`, whatever the dataset called its text."""
     if text_field != "text":
         ds = ds.rename_column(text_field, "text")
@@ -164,7 +165,7 @@ def normalise_text(ds: datasets.Dataset, text_field: str, source: str) -> datase
 
 def _split_by_hash(ds: datasets.Dataset, args: DataArguments) -> datasets.DatasetDict:
     """No held-out split given: take one by content hash, like the embedded corpus."""
-    is_test = [corpus.held_out(t, args.test_fraction) for t in ds["text"]]
+    is_test = [is_held_out(t, args.test_fraction) for t in ds["text"]]
     return datasets.DatasetDict({
         args.dataset_train_split: ds.select([i for i, h in enumerate(is_test) if not h]),
         args.dataset_test_split: ds.select([i for i, h in enumerate(is_test) if h]),
