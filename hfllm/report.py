@@ -62,6 +62,41 @@ class Section:
         (Path(stage_dir) / SECTION_FILE).write_text(json.dumps(data, indent=1))
 
 
+def loss_plot(log_history: list[dict[str, Any]], keys: tuple[str, ...] = ("loss", "eval_loss")):
+    """Every training stage's loss curve: each key in `keys` found in the Trainer's `log_history`
+    plotted against the step (a run shorter than `logging_steps` logs none: the plot is empty)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {"loss": "train loss", "eval_loss": "held-out loss"}
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key in keys:
+        points = [(r["step"], r[key]) for r in log_history if key in r]
+        if points:
+            ax.plot(*zip(*points), "o-" if key.startswith("eval") else "-", label=labels.get(key, key))
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    if ax.get_lines():
+        ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
+@dataclass
+class StageContext:
+    """What the runner hands a stage besides its configs: which pipeline entry it runs as, the
+    run directory (shared files such as `tasks/` go there; a recipe run alone uses its own
+    `output_dir`), the report section it fills (the runner adds the metrics table), and whether
+    this process is the main one (only it writes shared files)."""
+
+    entry_id: str
+    run_dir: Path
+    section: Section
+    is_main_process: bool = True
+
+
 @dataclass
 class StageResult:
     """What a stage hands back: metrics for the manifest, and its report section."""
