@@ -1,5 +1,5 @@
 # make demo — the whole pipeline on the embedded offline corpus, ends with the report's path.
-# make test — the test suite (what CI runs).
+# make test — ruff, then the test suite (what CI runs).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.hfllm-installed
@@ -25,6 +25,7 @@ tiny: $(STAMP)
 	$(VENV)/bin/hfllm run recipes/configs/tiny/pipeline.yaml
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 clean-runs:

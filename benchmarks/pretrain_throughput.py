@@ -57,12 +57,12 @@ import torch
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback
 
 from hfllm import corpus
-from hfllm.modeling import flops_per_token
-from hfllm.planner import GPU_PEAK_TFLOPS
 from hfllm.loss import use_chunked_loss_unless_liger
 from hfllm.memory import keep_freed_memory_on_cpu
-from hfllm.pretrain import (PretrainConfig, PretrainModelArguments, auto_precision, build_model, collate_blocks,
-                            pack_documents)
+from hfllm.modeling import flops_per_token
+from hfllm.planner import GPU_PEAK_TFLOPS
+from hfllm.precision import auto_precision
+from hfllm.pretrain import PretrainConfig, PretrainModelArguments, build_model, collate_blocks, pack_documents
 from hfllm.tokenizer import train_bpe
 
 MODELS = {  # name: (layers, width, heads, vocab)

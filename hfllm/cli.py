@@ -17,7 +17,8 @@ def _plan(args: argparse.Namespace) -> None:
             print(f"{n:>8.3g} {d:>9.3g} {flops:>12.3g}")
         return
     if args.params is None and args.layers is None:
-        raise HfllmError("give --params N (e.g. 124M, 70B) or a shape (--layers --width --heads --seq --vocab)", where="hfllm plan")
+        raise HfllmError("give --params N (e.g. 124M, 70B) or a shape (--layers --width --heads --seq --vocab)",
+                         where="hfllm plan")
     try:
         if args.layers is not None:
             from hfllm.modeling import count_parameters, llama_config
@@ -46,15 +47,16 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hfllm", description="Build a language model end to end with Hugging Face libraries.")
+    parser = argparse.ArgumentParser(prog="hfllm",
+                                     description="Build a language model end to end with Hugging Face libraries.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run a pipeline file (stages in order, unchanged ones skipped)")
+    run = sub.add_parser("run", help="run a pipeline file (entries in order, unchanged ones skipped)")
     run.add_argument("pipeline", help="e.g. recipes/configs/demo/pipeline.yaml")
-    run.add_argument("--only", metavar="STAGE", help="run just this stage")
-    run.add_argument("--from", dest="start_from", metavar="STAGE", help="run this stage and the ones after it")
-    run.add_argument("--run_dir", help="write stages here instead of runs/<name>")
-    run.add_argument("--force", action="store_true", help="re-run selected stages even if unchanged")
+    run.add_argument("--only", metavar="ID", help="run just this entry")
+    run.add_argument("--from", dest="start_from", metavar="ID", help="run this entry and the ones after it")
+    run.add_argument("--run_dir", help="write entries here instead of runs/<name>")
+    run.add_argument("--force", action="store_true", help="re-run selected entries even if unchanged")
     run.set_defaults(func=_run)
 
     plan = sub.add_parser("plan", help="tokens, FLOPs, GPU-hours, days and cost of a training run")

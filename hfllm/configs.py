@@ -1,9 +1,11 @@
-"""Config parsing shared by the recipes and the pipeline runner.
+"""Config parsing: one path for the recipes and the pipeline runner, so that a config one accepts
+the other accepts too.
 
-Recipes parse with TRL's `TrlParser` (`--config file.yaml` plus CLI overrides), exactly as
-`trl/scripts/*.py` do. Before that, the YAML is checked against the stage's dataclasses so that
-an unknown key or a wrong type is reported as one line naming the file and the field, rather
-than as an argparse dump or a `TypeError` from inside `TrainingArguments.__post_init__`.
+Both build a stage's dataclasses with TRL's `TrlParser` (`--config file.yaml` plus command-line
+overrides, exactly as `trl/scripts/*.py` do; the runner's wiring enters as overrides). Before that,
+the YAML is checked against the dataclasses so that an unknown key or a wrong type is one line
+naming the file and the field, rather than an argparse dump or a `TypeError` from inside
+`TrainingArguments.__post_init__`.
 """
 
 from __future__ import annotations
@@ -11,15 +13,19 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
+import re
 import sys
 import types
 import typing
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence, Union
+from typing import Any, Literal, Union
 
+import torch
 import yaml
 
 from hfllm.errors import ConfigError
+from hfllm.precision import CHOSEN_BY_ATTRIBUTE, precision_flags
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -141,50 +147,98 @@ def check_config(
     return checked
 
 
-def build_dataclasses(
-    dataclass_types: Sequence[type], values: dict[str, Any], where: str
-) -> tuple[Any, ...]:
-    """Instantiate each dataclass from the checked `values` (the pipeline runner's path)."""
-    out = []
-    for dtype in dataclass_types:
-        names = {f.name for f in dataclasses.fields(dtype) if f.init}
-        try:
-            out.append(dtype(**{k: v for k, v in values.items() if k in names}))
-        except (ValueError, TypeError) as err:
-            raise ConfigError(str(err).splitlines()[0], where=where) from None
-    return tuple(out)
+def _said(key: str, values: dict[str, Any], argv: Sequence[str]) -> bool:
+    """Whether the YAML, the wiring or the command line set `key` (not left at its default)."""
+    return key in values or any(a == f"--{key}" or a.startswith(f"--{key}=") for a in argv)
 
 
-def parse_config_file(
-    dataclass_types: Sequence[type], path: str | Path, overrides: dict[str, Any] | None = None
+def _precision_defaults(dataclass_types: Sequence[type], values: dict[str, Any],
+                        argv: Sequence[str]) -> dict[str, Any]:
+    """The precision rule for TRL's configs (hfllm.precision): nothing said → auto; an explicit bf16
+    on a machine without a GPU also needs `use_cpu`. Configs with hfllm's own `precision` field
+    (pretraining) apply the same rule in their `__post_init__`."""
+    from transformers import TrainingArguments
+
+    if not any(issubclass(t, TrainingArguments) and "precision" not in {f.name for f in dataclasses.fields(t)}
+               for t in dataclass_types):
+        return {}
+    if not (_said("bf16", values, argv) or _said("fp16", values, argv)):
+        return precision_flags("auto")
+    if values.get("bf16") is True and not torch.cuda.is_available() and not _said("use_cpu", values, argv):
+        return {"use_cpu": True}
+    return {}
+
+
+def _trl_parser(dataclass_types: Sequence[type], config_where: str):
+    """TRL's `TrlParser` whose argparse errors (an unknown flag, a bad value) are one-line
+    `ConfigError`s naming the command line or, for a value the YAML set, the config file. Imported
+    here: TRL is slow to import and `hfllm plan` never parses a config."""
+    from trl import TrlParser
+
+    class OneLineErrorParser(TrlParser):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.argv: list[str] = []
+
+        def error(self, message: str):
+            flag = re.match(r"argument (--[\w-]+)", message)
+            from_argv = message.startswith("unrecognized arguments") or (
+                flag is not None and any(a.split("=", 1)[0] == flag.group(1) for a in self.argv))
+            raise ConfigError(message, where="command line" if from_argv else config_where)
+
+    return OneLineErrorParser(list(dataclass_types))
+
+
+def parse_config(
+    dataclass_types: Sequence[type],
+    config_path: str | Path | None = None,
+    argv: Sequence[str] = (),
+    overrides: dict[str, Any] | None = None,
 ) -> tuple[Any, ...]:
-    """Load `path`, apply `overrides` (e.g. the runner's wiring), check and build the dataclasses."""
-    mapping = load_yaml(path)
-    env = mapping.pop("env", None) or {}
-    if not isinstance(env, dict):
-        raise ConfigError("must be a mapping of variable: value", where=str(path), field="env")
-    os.environ.update({str(k): str(v) for k, v in env.items()})  # as TrlParser does for recipes
-    mapping.update(overrides or {})
-    return build_dataclasses(dataclass_types, check_config(mapping, dataclass_types, str(path)), str(path))
+    """The one way a stage's dataclasses are built, by the recipes and the pipeline runner alike.
+
+    The YAML at `config_path` is checked against the dataclasses (unknown key, wrong type: one
+    line naming the file and field), `overrides` (the runner's wiring) replace its values, the
+    precision rule fills in what nobody said, and TRL's `TrlParser` builds the dataclasses with
+    those as defaults and `argv` (the recipe's command line) on top — what `trl/scripts/*.py`
+    do with `parse_args_and_config`.
+    """
+    where = str(config_path) if config_path is not None else "command line"
+    values: dict[str, Any] = {}
+    if config_path is not None:
+        values = load_yaml(config_path)
+        env = values.pop("env", None) or {}
+        if not isinstance(env, dict):
+            raise ConfigError("must be a mapping of variable: value", where=where, field="env")
+        os.environ.update({str(k): str(v) for k, v in env.items()})  # as TrlParser does
+        values = check_config(values, dataclass_types, where)
+    values.update(check_config(overrides or {}, dataclass_types, where))
+    filled_in = _precision_defaults(dataclass_types, values, argv)
+    parser = _trl_parser(dataclass_types, where)
+    parser.argv = list(argv)
+    parser.set_defaults_with_config(**values, **filled_in)
+    try:
+        parsed = tuple(parser.parse_args_into_dataclasses(args=list(argv)))
+    except (ValueError, TypeError) as err:
+        raise ConfigError(str(err).splitlines()[0], where=where) from None
+    if "bf16" in filled_in:
+        for obj in parsed:
+            if hasattr(obj, "bf16"):
+                setattr(obj, CHOSEN_BY_ATTRIBUTE, "auto")
+    return parsed
 
 
 def parse_args(dataclass_types: Sequence[type], args: Sequence[str] | None = None) -> tuple[Any, ...]:
-    """The recipes' parser: `TrlParser.parse_args_and_config` after checking the YAML."""
-    from trl import TrlParser
-
+    """The recipes' parser: `--config file.yaml` plus command-line overrides, as TRL's scripts."""
     argv = list(sys.argv[1:] if args is None else args)
-    where = "command line"
+    config_path = None
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv):
-            raise ConfigError("--config needs a file path", where=where)
-        where = argv[i + 1]
-        check_config(load_yaml(where), dataclass_types, where)
-    parser = TrlParser(list(dataclass_types))
-    try:
-        return tuple(parser.parse_args_and_config(argv))
-    except (ValueError, TypeError) as err:
-        raise ConfigError(str(err).splitlines()[0], where=where) from None
+            raise ConfigError("--config needs a file path", where="command line")
+        config_path = argv[i + 1]
+        del argv[i:i + 2]
+    return parse_config(dataclass_types, config_path, argv)
 
 
 def to_dict(*objs: Any) -> dict[str, Any]:

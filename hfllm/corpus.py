@@ -18,8 +18,8 @@ import hashlib
 import importlib.metadata
 import sysconfig
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 SOURCES = ("pydoc_topics", "stdlib_docstrings", "package_docstrings", "package_metadata")
 

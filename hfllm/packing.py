@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 

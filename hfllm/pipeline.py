@@ -1,25 +1,22 @@
-"""The pipeline runner: stages in order, in one process, one directory each under `runs/<name>/`.
+"""The pipeline runner: a run is one folder of stage directories, one per pipeline entry.
 
-A pipeline file names the run and lists its stages, each with the same YAML a user would pass to
-`python recipes/<stage>.py --config …`:
+A pipeline file lists entries, each a stage type with the YAML a user would pass to that stage's
+recipe. An entry's `id` (default: its stage type) is its directory under the run; its `inputs`
+map config fields to the ids of earlier entries whose directories they read. A stage type
+declares default inputs, so most entries name only `stage` and `config`:
 
-    name: tiny
+    name: demo
     stages:
-      - {stage: data, config: data.yaml, budget_s: 20}
+      - {stage: data, config: data.yaml}
       - {stage: tokenizer, config: tokenizer.yaml}
+      - {stage: pretrain, config: pretrain.yaml}
+      - {id: eval_pretrain, stage: eval, config: evaluation.yaml}
+      - {id: dpo_ipo, stage: dpo, config: dpo_ipo.yaml, inputs: {model_name_or_path: sft}}
 
-The runner wires the stages together: each stage's `output_dir` becomes `<run_dir>/<stage>` and
-its inputs (e.g. pretrain's `dataset_name` and `tokenizer_name`) point at the upstream stage
-directories, when those stages are in the pipeline — except fields the entry lists under
-`unwired` (e.g. pretraining that streams the Hub dataset the data stage only sampled). Every
-stage config is checked before any stage runs, so a bad key fails the run before anything is
-written.
-
-Each finished stage writes `manifest.json` (resolved config, inputs and their fingerprints,
-metrics, versions, git revision, wall time) and its report section; report.md is rebuilt after
-every stage. A stage whose fingerprint (config + inputs' fingerprints) matches its manifest is
-skipped. A stage interrupted mid-way keeps its directory, so pretraining resumes from its last
-checkpoint — unless its config changed, in which case the directory is cleared first.
+Why a runner and not a shell script of recipes: it checks every entry before any runs (a bad
+key or a wrong input fails the run before anything is written), skips an entry whose config and
+inputs are unchanged since its manifest, resumes an interrupted one, and sets aside rather than
+deletes what an earlier config wrote, so that a stage refusing its input damages nothing.
 """
 
 from __future__ import annotations
@@ -30,53 +27,94 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from hfllm.configs import load_yaml, parse_config_file, to_dict
+from hfllm.configs import dataclass_fields, load_yaml, parse_config, to_dict
 from hfllm.errors import CheckFailed, ConfigError, HfllmError
-from hfllm.report import StageResult, write_report
+from hfllm.precision import precision_ran
+from hfllm.report import Section, StageContext, write_report
 
 MANIFEST = "manifest.json"
 STARTED = ".stage_fingerprint"  # written when a stage starts; says whose partial output this is
 
 
 @dataclass(frozen=True)
+class WiredValue:
+    """A config value that must agree with an upstream entry's: `field` takes the value of
+    `upstream_field` in the entry wired into `via` — unless `unless_wired` is wired too (the value
+    only matters when that input comes from elsewhere)."""
+
+    field: str
+    via: str
+    upstream_field: str
+    unless_wired: str | None = None
+
+
+@dataclass(frozen=True)
 class StageSpec:
+    """A stage type: where its dataclasses and run function live, and its default inputs as
+    `{config field: stage types in fallback order}` (a list field takes every earlier entry of
+    those types)."""
+
     name: str
-    module: str  # where the stage's dataclasses and run function live (imported lazily)
+    title: str
+    module: str  # imported lazily: `hfllm plan` must not pay for torch and TRL
     dataclasses: tuple[str, ...]
     run: str
-    inputs: tuple[tuple[str, str], ...]  # (config field, upstream stage)
+    inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    values: tuple[WiredValue, ...] = ()
+    check: str | None = None  # a function of the parsed dataclasses: checks across them, before anything runs
 
-    def load(self) -> tuple[tuple[type, ...], Callable[..., StageResult]]:
+    def load(self) -> tuple[tuple[type, ...], Callable[..., dict[str, Any]]]:
         mod = importlib.import_module(self.module)
         return tuple(getattr(mod, n) for n in self.dataclasses), getattr(mod, self.run)
 
+    def check_args(self, args: tuple[Any, ...], where: str | Path | None) -> None:
+        if self.check is None:
+            return
+        try:
+            getattr(importlib.import_module(self.module), self.check)(*args)
+        except HfllmError as err:
+            err.where = err.where or (str(where) if where is not None else None)
+            raise
 
-# Stage order is the data flow. Later issues add sft, reward, dpo, ppo here.
+
 STAGES: dict[str, StageSpec] = {
     s.name: s
     for s in [
-        StageSpec("data", "hfllm.data.loading", ("DataArguments",), "run_data_stage", ()),
-        StageSpec("tokenizer", "hfllm.tokenizer", ("TokenizerArguments",), "run_tokenizer_stage", (("dataset_name", "data"),)),
+        StageSpec("data", "Data", "hfllm.data.loading", ("DataArguments",), "run_data_stage"),
+        StageSpec("tokenizer", "Tokenizer", "hfllm.tokenizer", ("TokenizerArguments",), "run_tokenizer_stage",
+                  inputs={"dataset_name": ("data",)}),
         StageSpec(
-            "pretrain", "hfllm.pretrain",
+            "pretrain", "Pretraining", "hfllm.pretrain",
             ("PretrainScriptArguments", "PretrainConfig", "PretrainModelArguments"), "run_pretrain_stage",
-            (("dataset_name", "data"), ("eval_dataset_name", "data"), ("tokenizer_name", "tokenizer")),
+            inputs={"dataset_name": ("data",), "eval_dataset_name": ("data",), "tokenizer_name": ("tokenizer",)},
+            # Streaming another copy of the data (dataset_name not wired) skips what the data stage held out.
+            values=(WiredValue("exclude_held_out_fraction", "eval_dataset_name", "test_fraction",
+                               unless_wired="dataset_name"),),
+            check="check_pretrain_args",
         ),
-        StageSpec("eval", "hfllm.evaluation.stage", ("EvalArguments",), "run_eval_stage",
-                  (("model_name_or_path", "pretrain"), ("dataset_name", "data"))),
+        StageSpec("eval", "Evaluation", "hfllm.evaluation.stage", ("EvalArguments",), "run_eval_stage",
+                  inputs={"model_name_or_path": ("pretrain",), "dataset_name": ("data",),
+                          "models": ("pretrain", "sft", "dpo", "ppo")}),
     ]
 }
 
 VERSIONED = ("torch", "transformers", "trl", "datasets", "accelerate", "peft", "tokenizers", "lm_eval", "hfllm")
+
+
+# ---------------------------------------------------------------------------------------------
+# Manifests and fingerprints
 
 
 def package_versions() -> dict[str, str | None]:
@@ -141,109 +179,257 @@ def input_fingerprint(value: str | None) -> str:
     return _sha(value)
 
 
-def _config_for_fingerprint(config: dict[str, Any]) -> dict[str, Any]:
-    # Where things are written and how often we log do not change what a stage computes.
-    volatile = {"output_dir", "logging_dir", "run_name", "logging_steps", "disable_tqdm", "report_to"}
-    return {k: v for k, v in config.items() if k not in volatile}
+# Where output goes, how often and where progress is logged, whether it is published: fields of
+# TrainingArguments (so of every TRL config) that never change what a stage computes. A field of
+# hfllm's own dataclasses opts out with `metadata={"fingerprint": False}`.
+_NOT_OUTPUT = re.compile(r"^(output_dir|overwrite_output_dir|run_name|project|disable_tqdm|report_to|push_to_hub"
+                         r"|logging_.*|log_.*|hub_.*|trackio_.*)$")
 
 
-def stage_fingerprint(spec: StageSpec, config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Hash of the stage's config and its inputs' fingerprints; equal hash → same output."""
-    fields = [f for f, _ in spec.inputs] or ["dataset_name"]  # the data stage's input is its dataset
-    inputs = {f: {"path": config.get(f), "fingerprint": input_fingerprint(config.get(f))} for f in fields}
-    return _sha([spec.name, _config_for_fingerprint(config), inputs]), inputs
+def affects_output(name: str, dataclass_types: tuple[type, ...] = ()) -> bool:
+    import dataclasses
+
+    for dtype in dataclass_types:
+        for f in dataclasses.fields(dtype):
+            if f.name == name and f.metadata.get("fingerprint") is False:
+                return False
+    return not _NOT_OUTPUT.match(name)
+
+
+def stage_inputs(spec: StageSpec, config: dict[str, Any]) -> dict[str, Any]:
+    """The stage's inputs as read from its config: `{field: {path, fingerprint}}` (a list field:
+    a list of them). The data stage's input is its dataset (the embedded corpus when unset)."""
+    out: dict[str, Any] = {}
+    for f in list(spec.inputs) or ["dataset_name"]:
+        value = config.get(f)
+        if isinstance(value, list):
+            out[f] = [{"path": v, "fingerprint": input_fingerprint(v)} for v in value]
+        elif value is not None or not spec.inputs:
+            out[f] = {"path": value, "fingerprint": input_fingerprint(value)}
+    return out
+
+
+def stage_fingerprint(spec: StageSpec, args: tuple[Any, ...]) -> tuple[str, dict[str, Any]]:
+    """Hash of what decides a stage's output: the config fields that affect it and the inputs'
+    fingerprints (not their paths: a moved run directory is the same run). Equal hash → same output."""
+    config = to_dict(*args)
+    inputs = stage_inputs(spec, config)
+    types = tuple(type(a) for a in args)
+    semantic = {k: v for k, v in config.items() if k not in inputs and affects_output(k, types)}
+
+    def fingerprints(value: Any) -> Any:
+        return [v["fingerprint"] for v in value] if isinstance(value, list) else value["fingerprint"]
+
+    return _sha([spec.name, semantic, {f: fingerprints(v) for f, v in inputs.items()}]), inputs
+
+
+# ---------------------------------------------------------------------------------------------
+# One stage
+
+
+def _distributed_state():
+    """Accelerate's process state: under `accelerate launch`/`torchrun` every rank runs the stage,
+    and only the main process touches shared files while the others wait at a barrier."""
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def _set_aside_other_output(stage_dir: Path, fingerprint: str) -> Path | None:
+    """A stage dir holding another config's output is not ours to resume from: move it to
+    `<dir>.previous` (deleted once the new run finishes, put back if the stage refuses its input).
+    Mark the dir as this fingerprint's, so that an interrupted run resumes from it."""
+    marker = stage_dir / STARTED
+    previous = None
+    if stage_dir.exists() and any(stage_dir.iterdir()) and (
+        not marker.exists() or marker.read_text() != fingerprint
+    ):
+        previous = stage_dir.with_name(stage_dir.name + ".previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        stage_dir.rename(previous)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    (stage_dir / MANIFEST).unlink(missing_ok=True)
+    marker.write_text(fingerprint)
+    return previous
+
+
+def _after_failure(stage_dir: Path, previous: Path | None, err: HfllmError) -> None:
+    """A failed check keeps the new output (it shows what failed); refused input restores the old."""
+    if previous is None:
+        return
+    if isinstance(err, CheckFailed):
+        shutil.rmtree(previous, ignore_errors=True)
+    else:
+        shutil.rmtree(stage_dir, ignore_errors=True)
+        previous.rename(stage_dir)
+
+
+def _write_manifest(stage_dir: Path, manifest: dict[str, Any]) -> None:
+    tmp = stage_dir / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, default=str))
+    os.replace(tmp, stage_dir / MANIFEST)  # atomic: a manifest is either whole or absent
+
+
+def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if v is not None and isinstance(v, (int, float, str, bool))}
 
 
 def execute_stage(
     spec: StageSpec,
     args: tuple[Any, ...],
     *,
+    entry_id: str | None = None,
+    run_dir: str | Path | None = None,
+    report_entries: list[str] | None = None,
     budget_s: float | None = None,
-    extra: dict[str, Any] | None = None,
-    stage_order: list[str] | None = None,
     config_path: str | Path | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run one stage with parsed args; write its manifest and report section; rebuild report.md.
+    """Run one stage with parsed args: its directory, the run, its manifest and report section.
 
-    `extra` is passed to the stage function as keyword arguments (e.g. Trainer callbacks);
-    `config_path` names the file in errors that the stage raises about a field.
+    A recipe run alone calls this with the args only: the entry is the stage type, and its report,
+    plots and manifest stay inside its `output_dir`. The runner passes the entry id and the run
+    directory. `extra` goes to the stage function (e.g. Trainer callbacks); `config_path` names
+    the file in errors the stage raises about a field.
     """
     _, run = spec.load()
-    config = to_dict(*args)
-    stage_dir = Path(config["output_dir"])
-    fingerprint, inputs = stage_fingerprint(spec, config)
+    spec.check_args(args, config_path)
+    stage_dir = Path(to_dict(*args)["output_dir"])
+    entry_id = entry_id or spec.name
+    run_dir = Path(run_dir) if run_dir is not None else stage_dir
+    fingerprint, inputs = stage_fingerprint(spec, args)
+    state = _distributed_state()
+    previous = _set_aside_other_output(stage_dir, fingerprint) if state.is_main_process else None
+    state.wait_for_everyone()
 
-    # Under `accelerate launch` every rank runs the stage; only rank 0 touches files.
-    is_main = int(os.environ.get("RANK", "0")) == 0
-    started_marker = stage_dir / STARTED
-    previous = stage_dir.with_name(stage_dir.name + ".previous")
-    moved_aside = False
-    if is_main and stage_dir.exists() and any(stage_dir.iterdir()) and (
-        not started_marker.exists() or started_marker.read_text() != fingerprint
-    ):
-        # Output of another config: not ours to resume from. Set aside rather than deleted, so
-        # that a stage refusing its input (HfllmError) leaves the earlier output as it was.
-        shutil.rmtree(previous, ignore_errors=True)
-        stage_dir.rename(previous)
-        moved_aside = True
-    if is_main:
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        (stage_dir / MANIFEST).unlink(missing_ok=True)
-        started_marker.write_text(fingerprint)
-
+    title = spec.title if entry_id == spec.name else f"{spec.title} ({entry_id})"
+    context = StageContext(entry_id=entry_id, run_dir=run_dir, section=Section(entry_id, title),
+                           is_main_process=state.is_main_process)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     try:
-        result = run(*args, **(extra or {}))
+        metrics = run(*args, context=context, **(extra or {}))
     except HfllmError as err:
         if err.where is None and config_path is not None:
             err.where = str(config_path)
-        if is_main and moved_aside:
-            if isinstance(err, CheckFailed):  # the new output stands: it shows what failed
-                shutil.rmtree(previous, ignore_errors=True)
-            else:
-                shutil.rmtree(stage_dir, ignore_errors=True)
-                previous.rename(stage_dir)
+        if state.is_main_process:
+            _after_failure(stage_dir, previous, err)
         raise
-    if is_main:
-        shutil.rmtree(previous, ignore_errors=True)
     wall = time.perf_counter() - t0
-
     manifest = {
         "stage": spec.name,
+        "id": entry_id,
         "fingerprint": fingerprint,
-        "config": config,
+        "config": to_dict(*args),
         "inputs": inputs,
-        "metrics": result.metrics,
+        "metrics": metrics,
+        "precision": [precision_ran(a) for a in args if hasattr(a, "bf16") and hasattr(a, "device")] or None,
         "versions": package_versions(),
         "git_revision": git_revision(),
         "command": redact_command([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "world_size": state.num_processes,
         "started_at": started.isoformat(timespec="seconds"),
         "wall_time_s": round(wall, 2),
         "budget_s": budget_s,
     }
-    if not is_main:
-        return manifest
-    run_dir = stage_dir.parent
-    if result.section is not None:
-        result.section.save(stage_dir, run_dir)
-    tmp = stage_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, default=str))
-    os.replace(tmp, stage_dir / MANIFEST)  # atomic: a manifest is either whole or absent
-    write_report(run_dir, stage_order or list(STAGES))
+    if state.is_main_process:
+        if previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)
+        context.section.metrics(_scalar_metrics(metrics))
+        context.section.save(stage_dir, run_dir)
+        _write_manifest(stage_dir, manifest)
+        entries = report_entries if report_entries is not None else [entry_id]
+        write_report(run_dir, {e: (stage_dir if e == entry_id else run_dir / e) for e in entries})
+    state.wait_for_everyone()
     return manifest
 
 
+# ---------------------------------------------------------------------------------------------
+# The pipeline file
+
+
 @dataclass
-class PipelineStage:
+class PipelineEntry:
+    id: str
     spec: StageSpec
     config_path: Path
     budget_s: float | None
+    inputs: dict[str, str | list[str]]  # config field → upstream entry id(s)
     args: tuple[Any, ...]
 
 
-def load_pipeline(path: str | Path, run_dir: str | Path | None = None) -> tuple[str, Path, list[PipelineStage]]:
-    """Read a pipeline file and check every stage config (nothing runs or is written here)."""
+@dataclass
+class Pipeline:
+    name: str
+    run_dir: Path
+    entries: list[PipelineEntry]
+
+    @property
+    def ids(self) -> list[str]:
+        return [e.id for e in self.entries]
+
+
+ENTRY_KEYS = {"id", "stage", "config", "budget_s", "inputs"}
+
+
+def _is_list_field(tp: Any) -> bool:
+    return typing.get_origin(tp) is list or any(typing.get_origin(a) is list for a in typing.get_args(tp))
+
+
+def _default_inputs(spec: StageSpec, fields: dict[str, Any], earlier: list[tuple[str, str]]) -> dict[str, Any]:
+    """`{field: upstream id(s)}` from the stage type's defaults: for each field, the latest earlier
+    entry of the first stage type in its fallback order that the pipeline has; a list field takes
+    every earlier entry of any of its types, in pipeline order."""
+    wired: dict[str, Any] = {}
+    for name, types in spec.inputs.items():
+        if _is_list_field(fields.get(name)):
+            ids = [i for i, stage in earlier if stage in types]
+            if ids:
+                wired[name] = ids
+            continue
+        for stage_type in types:
+            ids = [i for i, stage in earlier if stage == stage_type]
+            if ids:
+                wired[name] = ids[-1]
+                break
+    return wired
+
+
+def _explicit_inputs(inputs: Any, fields: dict[str, Any], earlier: list[str], all_ids: list[str],
+                     where: str) -> dict[str, Any]:
+    """The entry's own `inputs`, checked: known config fields, ids of earlier entries."""
+    if not isinstance(inputs, dict):
+        raise ConfigError("must be a mapping of config field: upstream id", where=where, field="inputs")
+    checked: dict[str, Any] = {}
+    for name, value in inputs.items():
+        if name not in fields:
+            raise ConfigError("not a config field of this stage", where=where, field=f"inputs.{name}")
+        ids = value if isinstance(value, list) else [value] if value is not None else []
+        if isinstance(value, list) and not _is_list_field(fields[name]):
+            raise ConfigError("takes one upstream id, not a list", where=where, field=f"inputs.{name}")
+        for upstream in ids:
+            if not isinstance(upstream, str) or upstream not in all_ids:
+                raise ConfigError(f"unknown entry id {upstream!r} (ids: {', '.join(all_ids)})", where=where,
+                                  field=f"inputs.{name}")
+            if upstream not in earlier:
+                raise ConfigError(f"{upstream!r} is not an earlier entry (an input must come before the entry that "
+                                  "reads it: no cycles)", where=where, field=f"inputs.{name}")
+        checked[name] = value
+    return checked
+
+
+def _wired_values(spec: StageSpec, inputs: dict[str, Any], parsed: dict[str, PipelineEntry]) -> dict[str, Any]:
+    out = {}
+    for wire in spec.values:
+        upstream = inputs.get(wire.via)
+        if not isinstance(upstream, str) or (wire.unless_wired and inputs.get(wire.unless_wired)):
+            continue
+        out[wire.field] = to_dict(*parsed[upstream].args).get(wire.upstream_field)
+    return out
+
+
+def load_pipeline(path: str | Path, run_dir: str | Path | None = None) -> Pipeline:
+    """Read a pipeline file, wire its entries and check every config (nothing runs or is written)."""
     path = Path(path)
     spec = load_yaml(path)
     unknown = set(spec) - {"name", "run_dir", "stages", "description"}
@@ -251,31 +437,52 @@ def load_pipeline(path: str | Path, run_dir: str | Path | None = None) -> tuple[
         raise ConfigError("unknown key", where=str(path), field=sorted(unknown)[0])
     name = spec.get("name") or path.parent.name
     run_dir = Path(run_dir or spec.get("run_dir") or Path("runs") / name)
-    entries = spec.get("stages")
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError("must be a non-empty list of {stage, config}", where=str(path), field="stages")
-    names = [e.get("stage") if isinstance(e, dict) else None for e in entries]
-    stages: list[PipelineStage] = []
-    for i, entry in enumerate(entries):
-        where = f"{path}: stages[{i}]"
-        if not isinstance(entry, dict) or set(entry) - {"stage", "config", "budget_s", "unwired"}:
-            raise ConfigError("each stage is a mapping with stage, config, and optional budget_s and unwired", where=where)
+    raw = spec.get("stages")
+    if not isinstance(raw, list) or not raw or not all(isinstance(e, dict) for e in raw):
+        raise ConfigError("must be a non-empty list of {stage, config, …} mappings", where=str(path), field="stages")
+    all_ids = [str(e.get("id") or e.get("stage")) for e in raw]
+    parsed: dict[str, PipelineEntry] = {}
+    for i, entry in enumerate(raw):
+        entry_id = all_ids[i]
+        where = f"{path}: stages[{i}] ({entry_id})"
+        if set(entry) - ENTRY_KEYS:
+            raise ConfigError(f"unknown key (an entry has {', '.join(sorted(ENTRY_KEYS))})", where=where,
+                              field=sorted(set(entry) - ENTRY_KEYS)[0])
         stage = entry.get("stage")
         if stage not in STAGES:
             raise ConfigError(f"unknown stage {stage!r} (known: {', '.join(STAGES)})", where=where, field="stage")
-        if list(STAGES).index(stage) < max((list(STAGES).index(n) for n in names[:i] if n in STAGES), default=-1):
-            raise ConfigError(f"stage {stage!r} is out of order (order: {', '.join(STAGES)})", where=where)
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", entry_id):
+            raise ConfigError("an id is a directory name: letters, digits, _ . -", where=where, field="id")
+        if entry_id in all_ids[:i]:
+            raise ConfigError(f"id {entry_id!r} is used twice (give one entry an `id`)", where=where, field="id")
         st = STAGES[stage]
-        overrides: dict[str, Any] = {"output_dir": str(run_dir / stage)}
-        unwired = entry.get("unwired") or []
-        for field_name, upstream in st.inputs:
-            if upstream in names and field_name not in unwired:
-                overrides[field_name] = str(run_dir / upstream)
         dataclass_types, _ = st.load()
+        fields = dataclass_fields(dataclass_types)
+        earlier = [(e.id, e.spec.name) for e in parsed.values()]
+        inputs = _default_inputs(st, fields, earlier)
+        inputs.update(_explicit_inputs(entry.get("inputs") or {}, fields, [e for e, _ in earlier], all_ids, where))
+        inputs = {f: v for f, v in inputs.items() if v is not None}  # null: keep the YAML's value
+        overrides: dict[str, Any] = {"output_dir": str(run_dir / entry_id)}
+        for f, upstream in inputs.items():
+            overrides[f] = ([str(run_dir / u) for u in upstream] if isinstance(upstream, list)
+                            else str(run_dir / upstream))
+        overrides.update(_wired_values(st, inputs, parsed))
         config_path = path.parent / entry.get("config", f"{stage}.yaml")
-        args = parse_config_file(dataclass_types, config_path, overrides)
-        stages.append(PipelineStage(st, config_path, entry.get("budget_s"), args))
-    return name, run_dir, stages
+        args = parse_config(dataclass_types, config_path, overrides=overrides)
+        st.check_args(args, config_path)
+        parsed[entry_id] = PipelineEntry(entry_id, st, config_path, entry.get("budget_s"), inputs, args)
+    return Pipeline(name, run_dir, list(parsed.values()))
+
+
+def select_entries(pipeline: Pipeline, only: str | None, start_from: str | None, where: str) -> list[str]:
+    ids = pipeline.ids
+    for flag, value in (("--only", only), ("--from", start_from)):
+        if value is not None and value not in ids:
+            raise ConfigError(f"{flag} {value!r} is not an entry of this pipeline (ids: {', '.join(ids)})",
+                              where=where)
+    if only:
+        return [only]
+    return ids[ids.index(start_from):] if start_from else ids
 
 
 def run_pipeline(
@@ -288,34 +495,26 @@ def run_pipeline(
     extra: dict[str, dict[str, Any]] | None = None,
     log: Callable[[str], None] = lambda m: print(f"[hfllm] {m}", flush=True),
 ) -> dict[str, str]:
-    """Run (or skip) each stage; return {stage: "ran" | "skipped"}. `extra[stage]` → stage kwargs."""
-    name, run_dir, stages = load_pipeline(path, run_dir)
-    names = [s.spec.name for s in stages]
-    for flag, value in (("--only", only), ("--from", start_from)):
-        if value is not None and value not in names:
-            raise ConfigError(f"{flag} {value!r} is not a stage of this pipeline ({', '.join(names)})", where=str(path))
-    if only:
-        selected = [only]
-    elif start_from:
-        selected = names[names.index(start_from):]
-    else:
-        selected = names
+    """Run (or skip) each entry; return {entry id: "ran" | "skipped"}. `extra[id]` → stage kwargs."""
+    pipeline = load_pipeline(path, run_dir)
+    selected = select_entries(pipeline, only, start_from, str(path))
     status: dict[str, str] = {}
-    for st in stages:
-        if st.spec.name not in selected:
+    for entry in pipeline.entries:
+        if entry.id not in selected:
             continue
-        stage_dir = run_dir / st.spec.name
-        fingerprint, _ = stage_fingerprint(st.spec, to_dict(*st.args))
+        stage_dir = pipeline.run_dir / entry.id
+        fingerprint, _ = stage_fingerprint(entry.spec, entry.args)
         manifest = read_manifest(stage_dir)
         if manifest and manifest.get("fingerprint") == fingerprint and not force:
-            log(f"{st.spec.name}: unchanged, skipped ({stage_dir})")
-            status[st.spec.name] = "skipped"
+            log(f"{entry.id}: unchanged, skipped ({stage_dir})")
+            status[entry.id] = "skipped"
             continue
-        log(f"{st.spec.name}: running ({st.config_path} → {stage_dir})")
-        m = execute_stage(st.spec, st.args, budget_s=st.budget_s, extra=(extra or {}).get(st.spec.name),
-                          stage_order=list(STAGES), config_path=st.config_path)
-        log(f"{st.spec.name}: done in {m['wall_time_s']:.1f} s")
-        status[st.spec.name] = "ran"
-    report = write_report(run_dir, list(STAGES), title=name)
+        log(f"{entry.id}: running {entry.spec.name} ({entry.config_path} → {stage_dir})")
+        m = execute_stage(entry.spec, entry.args, entry_id=entry.id, run_dir=pipeline.run_dir,
+                          report_entries=pipeline.ids, budget_s=entry.budget_s, config_path=entry.config_path,
+                          extra=(extra or {}).get(entry.id))
+        log(f"{entry.id}: done in {m['wall_time_s']:.1f} s")
+        status[entry.id] = "ran"
+    report = write_report(pipeline.run_dir, {i: pipeline.run_dir / i for i in pipeline.ids}, title=pipeline.name)
     log(f"report: {report}")
     return status

@@ -1,24 +1,11 @@
-"""Pretraining stage: documents → packed blocks → transformers `Trainer` → HF model directory.
+"""The pretraining stage: documents → packed blocks → transformers `Trainer` → HF model directory.
 
-- Packing (`hfllm.packing`): each document becomes `bos … eos`, documents are concatenated and
-  cut into full blocks of `max_length` tokens, so no compute is spent on padding: a map-style
-  dataset with `datasets.map` (batched, `dataset_num_proc`), a streamed one on the fly
-  (`PackedStream`, whose position is saved in every checkpoint).
-- Precision `auto`: bf16 on GPUs that have it and on CPUs with native bf16 matmul
-  (AVX512-BF16/AMX, ≈2.4× fp32 here), fp16 with loss scaling on older GPUs, otherwise fp32.
-- Loss: computed from hidden states a chunk of tokens at a time (`hfllm.loss`), so the full
-  logits are never a training output.
-- Attention: any transformers `attn_implementation`, plus hfllm's `blocked_causal`
-  (`hfllm.attention`: eager attention that skips the masked upper blocks; on the CPU for
-  sequences of 512 tokens and more).
-- Host memory on CPU: freed activations stay mapped for the next step (`hfllm.memory`), instead
-  of glibc returning them to the kernel and faulting them back in every step.
-- Optimizer: fused AdamW where torch has it (CUDA, and CPU since torch 2.4), warmup + cosine.
-- Checkpoints: safetensors every `save_steps`, `save_total_limit` kept. Re-running the same
-  command resumes from the newest *complete* checkpoint (a run killed mid-save leaves a partial
-  `checkpoint-N` without `trainer_state.json`, which is set aside), at the next step with the
-  same data order (the Trainer's seeded sampler and restored RNG states; for a stream, the
-  saved stream position).
+Why a `Trainer` subclass and not a hand loop: users keep the Trainer's checkpoints, resume,
+callbacks, trackers and launch configs; what pretraining needs beyond it enters through its
+hooks — the collator of packed blocks, a stateful callback carrying a stream's position into
+each checkpoint, and the model's own `forward` given the chunked loss (`hfllm.loss`). Measured on
+the CPU benchmark, the Trainer's step equals a hand loop over the same objects
+(benchmarks/RESULTS.md). What the stage does, step by step, is in the README.
 """
 
 from __future__ import annotations
@@ -27,15 +14,14 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import (AutoModelForCausalLM, GenerationConfig, Trainer, TrainerCallback, TrainingArguments,
-                          set_seed)
+from accelerate import PartialState
+from transformers import AutoModelForCausalLM, GenerationConfig, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import sort_checkpoints
 
@@ -47,7 +33,8 @@ from hfllm.loss import use_chunked_loss_unless_liger
 from hfllm.memory import keep_freed_memory_on_cpu
 from hfllm.modeling import check_vocab, count_parameters, llama_config, load_causal_lm, load_tokenizer
 from hfllm.packing import PackedStream, collate_blocks, pack_documents
-from hfllm.report import Section, StageResult
+from hfllm.precision import CHOSEN_BY_ATTRIBUTE, PRECISIONS, precision_flags
+from hfllm.report import StageContext, loss_plot
 
 TRACE_FILE = "step_trace.jsonl"
 
@@ -56,7 +43,8 @@ TRACE_FILE = "step_trace.jsonl"
 class PretrainScriptArguments:
     """Data and tokenizer (TRL's `ScriptArguments` names)."""
 
-    dataset_name: str = field(default="runs/demo/data", metadata={"help": "Data stage dir, local file, or Hub id."})
+    dataset_name: str = field(metadata={"help": "Data stage dir, local file, or Hub id."})
+    tokenizer_name: str = field(metadata={"help": "Tokenizer dir or Hub id."})
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
     dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
     dataset_test_split: str = field(default="test", metadata={"help": "Held-out split for eval loss."})
@@ -67,7 +55,6 @@ class PretrainScriptArguments:
     )
     dataset_text_field: str = field(default="text", metadata={"help": "Column holding the document text."})
     dataset_streaming: bool = field(default=False, metadata={"help": "Stream the dataset (needs max_steps)."})
-    tokenizer_name: str = field(default="runs/demo/tokenizer", metadata={"help": "Tokenizer dir or Hub id."})
     exclude_held_out_fraction: float | None = field(
         default=None,
         metadata={"help": "Skip training documents that the data stage's content-hash split (this test_fraction) "
@@ -93,7 +80,8 @@ class PretrainModelArguments:
     intermediate_size: int | None = field(default=None, metadata={"help": "FFN width (default 8/3·d rounded to 64)."})
     tie_word_embeddings: bool = field(default=True, metadata={"help": "Share input and output embeddings."})
     attn_implementation: str = field(
-        default="sdpa", metadata={"help": "sdpa, eager, flash_attention_2, … or blocked_causal (hfllm.attention; CPU)."}
+        default="sdpa",
+        metadata={"help": "sdpa, eager, flash_attention_2, … or blocked_causal (hfllm.attention; CPU)."},
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the Hub."})
 
@@ -124,33 +112,29 @@ class PretrainConfig(TrainingArguments):
     save_steps: float = field(default=200, metadata={"help": "Checkpoint every N steps."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept."})
     report_to: None | str | list[str] = field(default="none", metadata={"help": "Trackers (none, wandb, …)."})
-    output_dir: str | None = field(default="runs/demo/pretrain", metadata={"help": "Model and checkpoints."})
     # Packed blocks carry only what the collator needs (input_ids, and a stream's block_index).
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep dataset columns as they are."})
+    include_num_input_tokens_seen: str | bool = field(  # True = "all" (argparse reads the default as a bool)
+        default=True, metadata={"help": "Count tokens seen (the stage's tokens and tokens/s are this count)."})
+
+    # None = not said: the precision rule decides (an explicit bf16/fp16 wins over `precision`).
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision (unset: `precision` decides)."})
+    fp16: bool | None = field(default=None, metadata={"help": "fp16 mixed precision (unset: `precision` decides)."})
 
     def __post_init__(self):
-        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
-            raise ValueError(f"precision must be auto, bf16, fp16 or fp32, got {self.precision!r}")
-        chosen = auto_precision() if self.precision == "auto" else self.precision
-        self.bf16, self.fp16 = chosen == "bf16", chosen == "fp16"
-        if self.bf16 and not torch.cuda.is_available():
-            self.use_cpu = True  # transformers refuses CPU bf16 (autocast) unless told it is on CPU
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.bf16 is None and self.fp16 is None:
+            for name, value in precision_flags(self.precision).items():
+                setattr(self, name, value)
+            setattr(self, CHOSEN_BY_ATTRIBUTE, "auto" if self.precision == "auto" else "config")
+        else:
+            if self.precision != "auto":
+                raise ValueError(f"precision: {self.precision} and bf16/fp16 both set: keep one")
+            self.bf16, self.fp16 = bool(self.bf16), bool(self.fp16)
+            if self.bf16 and not torch.cuda.is_available():
+                self.use_cpu = True
         super().__post_init__()
-
-
-def cpu_has_native_bf16() -> bool:
-    """True where the CPU multiplies bf16 in hardware (x86 AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
-
-
-def auto_precision() -> str:
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
 def batch_hash(input_ids: torch.Tensor) -> str:
@@ -217,12 +201,15 @@ def is_complete_checkpoint(path: Path) -> bool:
     return any(path.glob("*.safetensors"))
 
 
-def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
-    """Newest complete checkpoint; newer partial ones (a kill mid-save) are moved aside."""
+def last_complete_checkpoint(output_dir: str | Path, set_aside_partial: bool = True) -> Path | None:
+    """Newest complete checkpoint; newer partial ones (a kill mid-save) are moved aside, unless
+    `set_aside_partial` is False (the processes other than the main one only read)."""
     output_dir = Path(output_dir)
     for path in map(Path, reversed(sort_checkpoints(str(output_dir)))):
         if is_complete_checkpoint(path):
             return path
+        if not set_aside_partial:
+            continue
         aside = output_dir / f"incomplete-checkpoint-{checkpoint_step(path)}"
         shutil.rmtree(aside, ignore_errors=True)
         path.rename(aside)
@@ -267,133 +254,151 @@ def build_model(model_args: PretrainModelArguments, tokenizer, max_length: int):
     return model
 
 
-def _loss_plot(log_history: list[dict[str, Any]]):
-    import matplotlib
+def check_pretrain_args(script_args: PretrainScriptArguments, training_args: PretrainConfig,
+                        model_args: PretrainModelArguments) -> None:
+    """Checks across the stage's dataclasses (each one's own are in its `__post_init__`); the
+    runner and the recipe call this before anything is written."""
+    if script_args.dataset_streaming and training_args.max_steps <= 0:
+        raise ConfigError("a streamed dataset has no length: set max_steps", field="max_steps")
+    if script_args.dataset_streaming and training_args.dataloader_num_workers > 0:
+        raise ConfigError("a resumable stream is read by one process: set dataloader_num_workers: 0",
+                          field="dataloader_num_workers")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    train = [(r["step"], r["loss"]) for r in log_history if "loss" in r]
-    evals = [(r["step"], r["eval_loss"]) for r in log_history if "eval_loss" in r]
-    if train:
-        ax.plot(*zip(*train), label="train loss")
-    if evals:
-        ax.plot(*zip(*evals), "o-", label="held-out loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/token)")
-    if train or evals:  # a run shorter than logging_steps logs no loss
-        ax.legend()
-    ax.grid(alpha=0.3)
-    return fig
+def find_resume_checkpoint(training_args: PretrainConfig, is_main_process: bool) -> Path | None:
+    """The checkpoint to resume from: the one asked for, else the newest complete one in the
+    output directory (the main process sets partial ones aside; the others only read)."""
+    if training_args.resume_from_checkpoint:
+        return Path(training_args.resume_from_checkpoint)
+    output_dir = Path(training_args.output_dir)
+    with PartialState().main_process_first():  # the main process sets partial checkpoints aside first
+        output_dir.mkdir(parents=True, exist_ok=True)
+        return last_complete_checkpoint(output_dir, set_aside_partial=is_main_process)
+
+
+def load_train_blocks(script_args: PretrainScriptArguments, training_args: PretrainConfig, tokenizer,
+                      resume: Path | None) -> tuple[Any, PackedStream | None]:
+    """The training split as packed blocks: a map-style dataset, or a `PackedStream` restarted at
+    the position saved in the checkpoint we resume from."""
+    text_field = script_args.dataset_text_field
+    docs = load_text_dataset(script_args.dataset_name, script_args.dataset_train_split, text_field=text_field,
+                             config=script_args.dataset_config, streaming=script_args.dataset_streaming)
+    if not script_args.dataset_streaming:  # a stream's rows are checked as they are read
+        check_texts(docs, text_field, script_args.dataset_name)
+    if script_args.exclude_held_out_fraction:
+        fraction = script_args.exclude_held_out_fraction
+        # A row without a string text is kept, for the stream's row check to name.
+        docs = docs.filter(lambda row: not (isinstance(row.get(text_field), str)
+                                            and is_held_out(row[text_field], fraction)))
+    if script_args.dataset_streaming:
+        # The Trainer must not also skip the batches the stream's position already accounts for.
+        training_args.ignore_data_skip = True
+        seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
+        stream = PackedStream(docs, tokenizer, text_field, training_args.max_length,
+                              saved_stream_position(resume) if resume else None,
+                              shuffle_blocks=script_args.stream_shuffle_blocks, seed=seed,
+                              where=script_args.dataset_name)
+        return stream, stream
+    blocks = pack_documents(docs, tokenizer, text_field, training_args.max_length, training_args.dataset_num_proc)
+    if len(blocks) == 0:
+        raise DataError(f"no full block of {training_args.max_length} tokens in the training split",
+                        where=script_args.dataset_name)
+    return blocks, None
+
+
+def load_eval_blocks(script_args: PretrainScriptArguments, training_args: PretrainConfig, tokenizer):
+    """The held-out split as packed blocks (at most `max_eval_blocks`), or None without evaluation."""
+    if training_args.eval_strategy == "no":
+        return None
+    name = script_args.eval_dataset_name or script_args.dataset_name
+    docs = load_text_dataset(name, script_args.dataset_test_split, text_field=script_args.dataset_text_field,
+                             config=None if script_args.eval_dataset_name else script_args.dataset_config)
+    check_texts(docs, script_args.dataset_text_field, name)
+    blocks = pack_documents(docs, tokenizer, script_args.dataset_text_field, training_args.max_length,
+                            training_args.dataset_num_proc)
+    if script_args.max_eval_blocks is not None:
+        blocks = blocks.select(range(min(script_args.max_eval_blocks, len(blocks))))
+    return blocks
+
+
+def build_trainer(training_args: PretrainConfig, model, tokenizer, train, stream: PackedStream | None, eval_blocks,
+                  callbacks: list[TrainerCallback] | None, resume: Path | None,
+                  is_main_process: bool) -> PretrainTrainer:
+    stream_position = StreamPosition()
+    trainer = PretrainTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=eval_blocks,
+        data_collator=collate_blocks,
+        processing_class=tokenizer,
+        callbacks=[*(callbacks or []), *([stream_position] if stream else [])],
+    )
+    trainer.stream, trainer.stream_position = stream, stream_position
+    if training_args.record_step_trace and is_main_process:
+        trainer.trace_path = Path(training_args.output_dir) / TRACE_FILE
+        if resume:
+            _truncate_trace(trainer.trace_path, checkpoint_step(resume))
+        else:
+            trainer.trace_path.unlink(missing_ok=True)
+    return trainer
+
+
+def pretrain_metrics(trainer: PretrainTrainer, train_result, resume: Path | None,
+                     speed: dict[str, bool]) -> dict[str, Any]:
+    args, model = trainer.args, trainer.model
+    runtime = train_result.metrics.get("train_runtime") or 0.0
+    # The Trainer's own count (include_num_input_tokens_seen), summed over processes, kept on resume.
+    tokens_this_run = trainer.state.num_input_tokens_seen - trainer._initial_num_input_tokens_seen
+    metrics: dict[str, Any] = {
+        "parameters": model.num_parameters(),
+        "parameters_non_embedding": count_parameters(model.config, embeddings=False),
+        "train_blocks": None if trainer.stream else len(trainer.train_dataset),
+        "tokens_seen": trainer.state.num_input_tokens_seen,
+        # This run's throughput (compile time and evaluation included), all packed tokens real.
+        "train_tokens_per_s": tokens_this_run / runtime if runtime else None,
+        "steps": trainer.state.global_step,
+        "train_loss": train_result.training_loss,
+        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        **speed,
+        "resumed_from": os.path.basename(str(resume)) if resume else None,
+    }
+    if trainer.eval_dataset is not None:
+        eval_loss = trainer.evaluate()["eval_loss"]
+        metrics.update(eval_loss=eval_loss, eval_perplexity=math.exp(eval_loss))
+    return metrics
 
 
 def run_pretrain_stage(
     script_args: PretrainScriptArguments,
     training_args: PretrainConfig,
     model_args: PretrainModelArguments,
+    *,
+    context: StageContext,
     callbacks: list[TrainerCallback] | None = None,
-) -> StageResult:
-    output_dir = Path(training_args.output_dir)
-    tokenizer = load_tokenizer(script_args.tokenizer_name, field="tokenizer_name", trust_remote_code=model_args.trust_remote_code)
-    if script_args.dataset_streaming and training_args.max_steps <= 0:
-        raise ConfigError("a streamed dataset has no length: set max_steps", field="max_steps")
-    if script_args.dataset_streaming and training_args.dataloader_num_workers > 0:
-        raise ConfigError("a resumable stream is read by one process: set dataloader_num_workers: 0",
-                          field="dataloader_num_workers")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    resume = training_args.resume_from_checkpoint or last_complete_checkpoint(output_dir)
+) -> dict[str, Any]:
+    tokenizer = load_tokenizer(script_args.tokenizer_name, field="tokenizer_name",
+                               trust_remote_code=model_args.trust_remote_code)
+    resume = find_resume_checkpoint(training_args, context.is_main_process)
+    train, stream = load_train_blocks(script_args, training_args, tokenizer, resume)
+    eval_blocks = load_eval_blocks(script_args, training_args, tokenizer)
 
-    train_docs = load_text_dataset(
-        script_args.dataset_name, script_args.dataset_train_split, text_field=script_args.dataset_text_field,
-        config=script_args.dataset_config, streaming=script_args.dataset_streaming,
-    )
-    if not script_args.dataset_streaming:  # a stream's rows are checked as they are read
-        check_texts(train_docs, script_args.dataset_text_field, script_args.dataset_name)
-    if script_args.exclude_held_out_fraction:
-        fraction, text_field = script_args.exclude_held_out_fraction, script_args.dataset_text_field
-        # A row without a string text is kept, for the stream's row check to name.
-        train_docs = train_docs.filter(lambda row: not (isinstance(row.get(text_field), str)
-                                                        and is_held_out(row[text_field], fraction)))
-    stream = None
-    if script_args.dataset_streaming:
-        # Packed on the fly, shuffled within windows, and resumed from the saved position: the
-        # Trainer must not also skip the batches it already trained on.
-        position = saved_stream_position(resume) if resume else None
-        seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
-        train = stream = PackedStream(train_docs, tokenizer, script_args.dataset_text_field, training_args.max_length,
-                                      position, shuffle_blocks=script_args.stream_shuffle_blocks, seed=seed,
-                                      where=script_args.dataset_name)
-        training_args.ignore_data_skip = True
-    else:
-        train = pack_documents(train_docs, tokenizer, script_args.dataset_text_field, training_args.max_length,
-                               training_args.dataset_num_proc)
-        if len(train) == 0:
-            raise DataError(f"no full block of {training_args.max_length} tokens in the training split",
-                            where=script_args.dataset_name)
-    eval_ds = None
-    if training_args.eval_strategy != "no":
-        eval_name = script_args.eval_dataset_name or script_args.dataset_name
-        test_docs = load_text_dataset(
-            eval_name, script_args.dataset_test_split, text_field=script_args.dataset_text_field,
-            config=None if script_args.eval_dataset_name else script_args.dataset_config,
-        )
-        check_texts(test_docs, script_args.dataset_text_field, eval_name)
-        eval_ds = pack_documents(test_docs, tokenizer, script_args.dataset_text_field, training_args.max_length, training_args.dataset_num_proc)
-        if script_args.max_eval_blocks is not None:
-            eval_ds = eval_ds.select(range(min(script_args.max_eval_blocks, len(eval_ds))))
-
-    memory_kept = keep_freed_memory_on_cpu(training_args)
+    speed = {"keep_freed_memory": keep_freed_memory_on_cpu(training_args)}
     set_seed(training_args.seed)  # the same initial weights on every run of the same config
     model = build_model(model_args, tokenizer, training_args.max_length)
-    chunked_loss = use_chunked_loss_unless_liger(model, training_args)
-    stream_position = StreamPosition()
-    trainer = PretrainTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train,
-        eval_dataset=eval_ds,
-        data_collator=collate_blocks,
-        processing_class=tokenizer,
-        callbacks=[*(callbacks or []), *([stream_position] if stream else [])],
-    )
-    trainer.stream, trainer.stream_position = stream, stream_position
-    if training_args.record_step_trace:
-        trainer.trace_path = output_dir / TRACE_FILE
-        if resume:
-            _truncate_trace(trainer.trace_path, checkpoint_step(resume))
-        else:
-            trainer.trace_path.unlink(missing_ok=True)
+    speed["chunked_loss"] = use_chunked_loss_unless_liger(model, training_args)
+    trainer = build_trainer(training_args, model, tokenizer, train, stream, eval_blocks, callbacks, resume,
+                            context.is_main_process)
     train_result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    trainer.save_model(str(output_dir))
-    tokenizer.save_pretrained(str(output_dir))
+    trainer.save_model(training_args.output_dir)
+    if context.is_main_process:
+        tokenizer.save_pretrained(training_args.output_dir)
 
-    tokens_per_step = (training_args.max_length * training_args.per_device_train_batch_size
-                       * training_args.gradient_accumulation_steps * training_args.world_size)
-    start_step = checkpoint_step(resume) if resume else 0
-    runtime = train_result.metrics.get("train_runtime") or 0.0
-    metrics: dict[str, Any] = {
-        "parameters": model.num_parameters(),
-        "parameters_non_embedding": count_parameters(model.config, embeddings=False),
-        "train_blocks": None if stream else len(train),
-        "tokens_seen": trainer.state.global_step * tokens_per_step,
-        # This process's throughput (compile time and evaluation included), all packed tokens real.
-        "train_tokens_per_s": (trainer.state.global_step - start_step) * tokens_per_step / runtime if runtime else None,
-        "steps": trainer.state.global_step,
-        "train_loss": train_result.training_loss,
-        "precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32",
-        "chunked_loss": chunked_loss,
-        "keep_freed_memory": memory_kept,
-        "resumed_from": os.path.basename(str(resume)) if resume else None,
-    }
-    if eval_ds is not None:
-        eval_loss = trainer.evaluate()["eval_loss"]
-        metrics.update(eval_loss=eval_loss, eval_perplexity=math.exp(eval_loss))
-    section = Section("pretrain", "Pretraining")
-    section.text(
+    metrics = pretrain_metrics(trainer, train_result, resume, speed)
+    context.section.text(
         f"Llama-style model, {metrics['parameters']:,} parameters, trained for {metrics['steps']} steps "
-        f"({metrics['tokens_seen']:,} tokens) in {metrics['precision']} on packed blocks of {training_args.max_length} tokens."
+        f"({metrics['tokens_seen']:,} tokens) in {metrics['precision']} on packed blocks of "
+        f"{training_args.max_length} tokens."
     )
-    section.metrics({k: v for k, v in metrics.items() if v is not None})
-    section.plot(_loss_plot(trainer.state.log_history), "loss", "training and held-out loss")
-    return StageResult(metrics=metrics, section=section)
+    context.section.plot(loss_plot(trainer.state.log_history), "loss", "training and held-out loss")
+    return metrics

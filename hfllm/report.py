@@ -1,14 +1,15 @@
 """The report API: each stage fills a `Section`; `write_report` assembles `runs/<name>/report.md`.
 
-A stage never writes report.md itself. It returns a `StageResult` whose section (text, tables,
-metrics, PNG plots) is saved beside its manifest as `report_section.json`; the report is rebuilt
-from all stage directories after every stage, so re-running one stage updates only its part.
+A stage never writes report.md itself. The runner hands it a `Section` (in its `StageContext`)
+to fill with text, tables and PNG plots, adds the stage's metrics table, and saves the section
+beside the manifest as `report_section.json`; the report is rebuilt from every entry's directory
+after each stage, so re-running one stage updates only its part.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,29 +25,30 @@ def _fmt(value: Any) -> str:
 class Section:
     """One stage's part of the report, as a list of markdown blocks and plot files."""
 
-    def __init__(self, stage: str, title: str):
-        self.stage = stage
+    def __init__(self, entry_id: str, title: str):
+        self.entry_id = entry_id
         self.title = title
         self.blocks: list[str] = []
         self._figures: list[tuple[str, Any]] = []
 
-    def text(self, markdown: str) -> "Section":
+    def text(self, markdown: str) -> Section:
         self.blocks.append(markdown.strip())
         return self
 
-    def table(self, headers: list[str], rows: list[list[Any]]) -> "Section":
+    def table(self, headers: list[str], rows: list[list[Any]]) -> Section:
         lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
         lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
         self.blocks.append("\n".join(lines))
         return self
 
-    def metrics(self, values: dict[str, Any]) -> "Section":
+    def metrics(self, values: dict[str, Any]) -> Section:
         return self.table(["metric", "value"], [[k, v] for k, v in values.items()])
 
-    def plot(self, figure: Any, name: str, caption: str = "") -> "Section":
-        """Attach a matplotlib figure; it is saved as `plots/<stage>_<name>.png` with the section."""
+    def plot(self, figure: Any, name: str, caption: str = "") -> Section:
+        """Attach a matplotlib figure; saved as `plots/<entry id>_<name>.png` with the section (two
+        entries of one stage type never overwrite each other's plots)."""
         self._figures.append((name, figure))
-        self.blocks.append(f"![{caption or name}](plots/{self.stage}_{name}.png)")
+        self.blocks.append(f"![{caption or name}](plots/{self.entry_id}_{name}.png)")
         return self
 
     def save(self, stage_dir: str | Path, run_dir: str | Path) -> None:
@@ -56,9 +58,9 @@ class Section:
 
             plots.mkdir(parents=True, exist_ok=True)
             for name, fig in self._figures:
-                fig.savefig(plots / f"{self.stage}_{name}.png", dpi=100, bbox_inches="tight")
+                fig.savefig(plots / f"{self.entry_id}_{name}.png", dpi=100, bbox_inches="tight")
                 plt.close(fig)
-        data = {"stage": self.stage, "title": self.title, "blocks": self.blocks}
+        data = {"entry": self.entry_id, "title": self.title, "blocks": self.blocks}
         (Path(stage_dir) / SECTION_FILE).write_text(json.dumps(data, indent=1))
 
 
@@ -97,39 +99,31 @@ class StageContext:
     is_main_process: bool = True
 
 
-@dataclass
-class StageResult:
-    """What a stage hands back: metrics for the manifest, and its report section."""
-
-    metrics: dict[str, Any] = field(default_factory=dict)
-    section: Section | None = None
-
-
-def write_report(run_dir: str | Path, stage_order: list[str], title: str | None = None) -> Path:
-    """Assemble report.md from each stage's manifest and saved section, in pipeline order."""
+def write_report(run_dir: str | Path, entries: dict[str, Path], title: str | None = None) -> Path:
+    """Assemble `<run_dir>/report.md` from each entry's manifest and saved section, in the order
+    given (`{entry id: its directory}`); entries not run yet are left out."""
     run_dir = Path(run_dir)
     lines = [f"# {title or run_dir.name} — hfllm report card", ""]
     summary = []
     bodies = []
-    known = set(stage_order)
-    extra = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and p.name not in known) if run_dir.exists() else []
-    for stage in stage_order + extra:
-        manifest_path = run_dir / stage / "manifest.json"
+    for entry_id, entry_dir in entries.items():
+        manifest_path = Path(entry_dir) / "manifest.json"
         if not manifest_path.exists():
             continue
         manifest = json.loads(manifest_path.read_text())
         wall, budget = manifest.get("wall_time_s"), manifest.get("budget_s")
         verdict = "" if budget is None else ("within" if wall <= budget else "OVER")
-        summary.append([stage, f"{wall:.1f}", "—" if budget is None else f"{budget:.0f}", verdict])
-        section_path = run_dir / stage / SECTION_FILE
+        summary.append([entry_id, manifest.get("stage", entry_id), f"{wall:.1f}",
+                        "—" if budget is None else f"{budget:.0f}", verdict])
+        section_path = Path(entry_dir) / SECTION_FILE
         if section_path.exists():
             section = json.loads(section_path.read_text())
             bodies += [f"## {section['title']}", ""] + [b + "\n" for b in section["blocks"]]
     if summary:
-        total = sum(float(r[1]) for r in summary)
-        lines += ["## Stages", "", "| stage | wall time (s) | budget (s) | |", "|---|---|---|---|"]
+        total = sum(float(r[2]) for r in summary)
+        lines += ["## Stages", "", "| entry | stage | wall time (s) | budget (s) | |", "|---|---|---|---|---|"]
         lines += ["| " + " | ".join(r) + " |" for r in summary]
-        lines += [f"| total | {total:.1f} | | |", ""]
+        lines += [f"| total | | {total:.1f} | | |", ""]
     lines += bodies
     out = run_dir / "report.md"
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -13,16 +13,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from hfllm.data.loading import check_texts, load_text_dataset
 from hfllm.errors import ConfigError
-from hfllm.report import Section, StageResult
+from hfllm.report import StageContext
 
 BOS, EOS, PAD = "<|begin_of_text|>", "<|end_of_text|>", "<|pad|>"
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -45,7 +46,7 @@ CHAT_TEMPLATE = (
 
 @dataclass
 class TokenizerArguments:
-    dataset_name: str = field(default="runs/demo/data", metadata={"help": "Text to train on (data stage dir or any dataset)."})
+    dataset_name: str = field(metadata={"help": "Text to train on (data stage dir or any dataset)."})
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
     dataset_train_split: str = field(default="train", metadata={"help": "Split to train the tokenizer on."})
     dataset_test_split: str = field(default="test", metadata={"help": "Split to measure bytes per token on."})
@@ -54,7 +55,7 @@ class TokenizerArguments:
     min_frequency: int = field(default=2, metadata={"help": "Least count of a pair to be merged."})
     max_train_bytes: int | None = field(default=None, metadata={"help": "Train on at most this many bytes of text."})
     model_max_length: int = field(default=2048, metadata={"help": "Saved as the tokenizer's model_max_length."})
-    output_dir: str = field(default="runs/demo/tokenizer", metadata={"help": "Where the tokenizer is saved."})
+    output_dir: str = field(default="hfllm-tokenizer", metadata={"help": "Where the tokenizer is saved."})
 
 
 def _texts(ds, text_field: str, max_bytes: int | None) -> Iterator[str]:
@@ -100,7 +101,7 @@ def bytes_per_token(tokenizer, texts: list[str]) -> float:
     return n_bytes / max(n_tokens, 1)
 
 
-def run_tokenizer_stage(args: TokenizerArguments) -> StageResult:
+def run_tokenizer_stage(args: TokenizerArguments, *, context: StageContext) -> dict[str, Any]:
     train = load_text_dataset(args.dataset_name, args.dataset_train_split, text_field=args.dataset_text_field, config=args.dataset_config)
     check_texts(train, args.dataset_text_field, args.dataset_name)
     tokenizer = train_bpe(_texts(train, args.dataset_text_field, args.max_train_bytes), args.vocab_size, args.min_frequency, args.model_max_length)
@@ -113,10 +114,8 @@ def run_tokenizer_stage(args: TokenizerArguments) -> StageResult:
         "train_bytes_per_token": bytes_per_token(tokenizer, list(_texts(train, args.dataset_text_field, 2_000_000))),
         "heldout_bytes_per_token": bytes_per_token(tokenizer, list(test[args.dataset_text_field])),
     }
-    section = Section("tokenizer", "Tokenizer")
-    section.text(
+    context.section.text(
         f"Byte-level BPE, digits split, {len(tokenizer)} tokens "
         f"(special: {', '.join(f'`{t}`' for t in SPECIAL_TOKENS)}); ChatML chat template with generation markers."
     )
-    section.metrics(metrics)
-    return StageResult(metrics=metrics, section=section)
+    return metrics

@@ -6,10 +6,9 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 from transformers import AutoModelForCausalLM
-
-import hfllm.attention  # noqa: F401  (registers the implementation)
 from transformers.masking_utils import find_packed_sequence_indices
 
+import hfllm.attention  # noqa: F401  (registers the implementation)
 from hfllm.attention import blocked_causal_attention
 from hfllm.modeling import llama_config
 

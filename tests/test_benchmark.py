@@ -6,7 +6,6 @@ import types
 
 import torch
 import torch.nn.functional as F
-
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))

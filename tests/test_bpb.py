@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hfllm.evaluation import BigramModel, lm_eval_bits_per_byte, score_texts
+from hfllm.evaluation.stage import write_heldout_task
 from hfllm.evaluation.bpb import rolling_windows
 from hfllm.modeling import llama_config
-
-from conftest import REPO
 
 
 def test_rolling_windows_predict_every_token_once():
@@ -50,17 +50,16 @@ def test_bigram_by_hand():
     assert bigram.nll(0, [3]) == pytest.approx(math.log(6))
 
 
-def test_tiny_model_matches_lm_eval(tiny_run):
+def test_tiny_model_matches_lm_eval(tiny_run, tmp_path):
     m = json.loads((tiny_run / "eval" / "manifest.json").read_text())["metrics"]
     assert m["lm_eval_abs_diff"] < 1e-3
     # And once more here, on three held-out documents scored both ways.
     model = AutoModelForCausalLM.from_pretrained(tiny_run / "pretrain")
     tok = AutoTokenizer.from_pretrained(tiny_run / "pretrain")
-    rows = [json.loads(line) for line in (tiny_run / "eval" / "heldout.jsonl").read_text().splitlines()[:3]]
-    sub = tiny_run / "eval" / "three.jsonl"
-    sub.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows = [json.loads(line) for line in (tiny_run / "tasks" / "hfllm_heldout_bpb.jsonl").read_text().splitlines()[:3]]
+    three = write_heldout_task([r["text"] for r in rows], tmp_path / "tasks")
     ours = score_texts(model, tok, [r["text"] for r in rows]).bits_per_byte
-    theirs = lm_eval_bits_per_byte(model, tok, sub)
+    theirs = lm_eval_bits_per_byte(model, tok, three)
     assert abs(ours - theirs) < 1e-3
     assert sum(len(tok(r["text"])["input_ids"]) for r in rows) > 2 * model.config.max_position_embeddings
 

@@ -5,13 +5,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from hfllm.configs import check_config, parse_args, parse_config_file
-from hfllm.errors import ConfigError
-from hfllm.pipeline import load_pipeline, run_pipeline
-from hfllm.pretrain import PretrainConfig, PretrainModelArguments, PretrainScriptArguments
-
 from conftest import REPO
+
+from hfllm.configs import check_config, parse_args, parse_config
+from hfllm.errors import ConfigError
+from hfllm.pipeline import run_pipeline
+from hfllm.pretrain import PretrainConfig, PretrainModelArguments, PretrainScriptArguments
 
 PRETRAIN = (PretrainScriptArguments, PretrainConfig, PretrainModelArguments)
 
@@ -21,10 +20,17 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+def test_missing_required_field_names_the_file(tmp_path):
+    cfg = write(tmp_path / "p.yaml", "max_length: 64\n")
+    with pytest.raises(ConfigError) as err:
+        parse_config(PRETRAIN, cfg)
+    assert err.value.where == str(cfg) and "--dataset_name" in err.value.message
+
+
 def test_unknown_key_names_file_and_field(tmp_path):
     cfg = write(tmp_path / "p.yaml", "max_length: 64\nlearning_rat: 0.1\n")
     with pytest.raises(ConfigError) as err:
-        parse_config_file(PRETRAIN, cfg)
+        parse_config(PRETRAIN, cfg)
     line = err.value.one_line()
     assert str(cfg) in line and "'learning_rat'" in line and "unknown key" in line and "learning_rate" in line
 
@@ -32,9 +38,9 @@ def test_unknown_key_names_file_and_field(tmp_path):
 @pytest.mark.parametrize("text,field", [("max_length: sixty\n", "max_length"), ("bf16: maybe\n", "bf16"),
                                         ("num_layers: 2.5\n", "num_layers"), ("precision: fp8\n", None)])
 def test_wrong_type_names_field(tmp_path, text, field):
-    cfg = write(tmp_path / "p.yaml", text)
+    cfg = write(tmp_path / "p.yaml", "dataset_name: d\ntokenizer_name: t\n" + text)
     with pytest.raises(ConfigError) as err:
-        parse_config_file(PRETRAIN, cfg)
+        parse_config(PRETRAIN, cfg)
     assert str(cfg) in err.value.one_line()
     if field:
         assert err.value.field == field
@@ -42,14 +48,16 @@ def test_wrong_type_names_field(tmp_path, text, field):
 
 def test_yaml_scientific_notation_without_dot_is_a_float(tmp_path):
     # YAML 1.1 reads `3e-4` as a string; a float field takes it as 3e-4.
-    cfg = write(tmp_path / "p.yaml", "learning_rate: 3e-4\noutput_dir: " + str(tmp_path / "o") + "\n")
-    _, training_args, _ = parse_config_file(PRETRAIN, cfg)
+    cfg = write(tmp_path / "p.yaml", "learning_rate: 3e-4\ndataset_name: d\ntokenizer_name: t\noutput_dir: "
+                + str(tmp_path / "o") + "\n")
+    _, training_args, _ = parse_config(PRETRAIN, cfg)
     assert training_args.learning_rate == 3e-4
 
 
 def test_cli_overrides_config(tmp_path):
-    cfg = write(tmp_path / "p.yaml", "max_length: 64\nnum_layers: 3\n")
-    script, training, model = parse_args(PRETRAIN, ["--config", str(cfg), "--num_layers", "5", "--output_dir", str(tmp_path)])
+    cfg = write(tmp_path / "p.yaml", "max_length: 64\nnum_layers: 3\ndataset_name: d\ntokenizer_name: t\n")
+    script, training, model = parse_args(PRETRAIN, ["--config", str(cfg), "--num_layers", "5",
+                                                    "--output_dir", str(tmp_path)])
     assert (training.max_length, model.num_layers) == (64, 5)
 
 
@@ -81,38 +89,6 @@ def test_bad_stage_config_fails_before_anything_runs(tmp_path):
         run_pipeline(tmp_path / "pipeline.yaml", run_dir=run_dir)
     assert (run_dir / "data" / "keep.txt").read_text() == "earlier output"
     assert sorted(p.name for p in run_dir.rglob("*")) == ["data", "keep.txt"]
-
-
-def test_pipeline_rejects_unknown_stage_and_order(tmp_path):
-    write(tmp_path / "a.yaml", "stages:\n  - {stage: sft}\n")
-    with pytest.raises(ConfigError, match="unknown stage"):
-        load_pipeline(tmp_path / "a.yaml")
-    write(tmp_path / "data.yaml", "")
-    write(tmp_path / "tokenizer.yaml", "")
-    write(tmp_path / "b.yaml", "stages:\n  - {stage: tokenizer}\n  - {stage: data}\n")
-    with pytest.raises(ConfigError, match="out of order"):
-        load_pipeline(tmp_path / "b.yaml")
-
-
-def test_pipeline_wires_stage_dirs(tmp_path):
-    name, run_dir, stages = load_pipeline(REPO / "recipes/configs/tiny/pipeline.yaml", run_dir=tmp_path / "r")
-    pretrain = next(s for s in stages if s.spec.name == "pretrain")
-    script, training, _ = pretrain.args
-    assert (script.dataset_name, script.tokenizer_name, training.output_dir) == (
-        str(tmp_path / "r" / "data"), str(tmp_path / "r" / "tokenizer"), str(tmp_path / "r" / "pretrain"))
-
-
-def test_every_profile_parses():
-    for profile in ("tiny", "demo", "llama-125m"):
-        name, _, stages = load_pipeline(REPO / "recipes/configs" / profile / "pipeline.yaml")
-        assert name == profile and stages
-
-
-def test_llama_125m_streams_the_hub_and_evaluates_on_the_data_stage(tmp_path):
-    _, run_dir, stages = load_pipeline(REPO / "recipes/configs/llama-125m/pipeline.yaml", run_dir=tmp_path / "r")
-    script, training, _ = next(s for s in stages if s.spec.name == "pretrain").args
-    assert script.dataset_name == "HuggingFaceFW/fineweb-edu" and script.dataset_streaming
-    assert script.eval_dataset_name == str(run_dir / "data") and training.eval_strategy == "steps"
 
 
 def test_stage_before_its_inputs_exist_is_one_clear_error(tmp_path):

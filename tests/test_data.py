@@ -6,10 +6,15 @@ import datasets
 import pytest
 
 from hfllm import corpus
-from hfllm.data import DataArguments, load_text_dataset, run_data_stage
+from hfllm.data import DataArguments, load_text_dataset
 from hfllm.data.loading import check_texts
 from hfllm.data.split import is_held_out
 from hfllm.errors import DataError
+from hfllm.pipeline import STAGES, execute_stage
+
+
+def run_data_stage(args):
+    return execute_stage(STAGES["data"], (args,))
 
 
 def test_corpus_is_real_english_text_from_each_source():
@@ -55,7 +60,7 @@ def test_empty_corpus_is_a_clear_error(tmp_path):
     args = DataArguments(corpus_sources=["pydoc_topics"], corpus_min_chars=10**9, output_dir=str(tmp_path / "d"))
     with pytest.raises(DataError, match="empty corpus"):
         run_data_stage(args)
-    assert not (tmp_path / "d").exists()
+    assert not (tmp_path / "d" / "manifest.json").exists() and not (tmp_path / "d" / "dataset_dict.json").exists()
 
 
 def test_non_string_row_is_named(tmp_path):
@@ -71,15 +76,13 @@ def test_local_file_without_test_split_gets_one(tmp_path):
     texts = [r["text"] for r in corpus.iter_documents(["pydoc_topics"])]
     path.write_text("".join(json.dumps({"body": t}) + "\n" for t in texts))
     args = DataArguments(dataset_name=str(path), dataset_text_field="body", test_fraction=0.2, output_dir=str(tmp_path / "d"))
-    result = run_data_stage(args)
-    assert result.metrics["train_docs"] + result.metrics["test_docs"] == len(texts)
+    metrics = run_data_stage(args)["metrics"]
+    assert metrics["train_docs"] + metrics["test_docs"] == len(texts)
     dd = datasets.load_from_disk(str(tmp_path / "d"))
     assert dd["train"].column_names == ["text", "source"]
 
 
 def test_refused_input_leaves_earlier_output_as_it_was(tmp_path):
-    from hfllm.pipeline import STAGES, execute_stage
-
     out = tmp_path / "run" / "data"
     good = DataArguments(corpus_sources=["pydoc_topics"], test_fraction=0.2, output_dir=str(out))
     first = execute_stage(STAGES["data"], (good,))

@@ -4,13 +4,12 @@ import json
 
 import datasets
 import pytest
+from conftest import TINY
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from hfllm.errors import ConfigError
 from hfllm.pipeline import STAGES, run_pipeline, stage_fingerprint
 from hfllm.pretrain import PretrainModelArguments, build_model, is_complete_checkpoint, pack_documents
-
-from conftest import TINY
 
 
 def test_packing_by_hand(tiny_tokenizer):
@@ -91,7 +90,7 @@ def test_tokenizer_model_vocab_mismatch(tiny_run, tiny_tokenizer):
 def test_auto_precision(monkeypatch):
     import torch
 
-    from hfllm import pretrain
+    from hfllm import precision as pretrain
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)

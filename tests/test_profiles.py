@@ -5,10 +5,9 @@ import json
 import re
 
 import datasets
+from conftest import REPO
 
 from hfllm.pipeline import run_pipeline
-
-from conftest import REPO
 
 SHRINK = {  # field: value for a CPU-sized run of the same configs
     "data.yaml": {"max_train_docs": 200, "test_fraction": 0.1},

@@ -25,10 +25,11 @@ def test_sections_tables_plots_in_stage_order(tmp_path):
     ax.plot([0, 1], [1, 0])
     Section("eval", "Evaluation").text("Scores.").table(["a", "b"], [[1, 0.123456]]).plot(fig, "curve").save(d_eval, run_dir)
     Section("data", "Data").metrics({"docs": 3}).save(d_data, run_dir)
-    report = write_report(run_dir, ["data", "tokenizer", "eval"], title="t").read_text()
+    entries = {e: run_dir / e for e in ("data", "tokenizer", "eval")}
+    report = write_report(run_dir, entries, title="t").read_text()
     assert report.index("## Data") < report.index("## Evaluation")
-    assert "| data | 1.5 | 10 | within |" in report and "| eval | 3.0 | 2 | OVER |" in report
-    assert "| total | 4.5 |" in report
+    assert "| data | data | 1.5 | 10 | within |" in report and "| eval | eval | 3.0 | 2 | OVER |" in report
+    assert "| total | | 4.5 |" in report
     assert "| 1 | 0.1235 |" in report and "| docs | 3 |" in report
     assert "![curve](plots/eval_curve.png)" in report
     assert (run_dir / "plots" / "eval_curve.png").read_bytes()[:4] == b"\x89PNG"

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from hfllm import corpus
 from hfllm.data.split import is_held_out
 from hfllm.errors import ConfigError, DataError
-from hfllm.report import Section, StageResult
+from hfllm.report import StageContext
 
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
 
@@ -45,7 +45,7 @@ class DataArguments:
     )
     test_fraction: float = field(default=0.05, metadata={"help": "Held-out fraction when no test split exists."})
     max_train_docs: int | None = field(default=None, metadata={"help": "Keep at most this many training docs."})
-    output_dir: str = field(default="runs/demo/data", metadata={"help": "Where the DatasetDict is saved."})
+    output_dir: str = field(default="hfllm-data", metadata={"help": "Where the DatasetDict is saved."})
 
 
 def _is_local_dataset_dir(path: Path) -> bool:
@@ -181,7 +181,7 @@ def _source_table(ds: datasets.Dataset) -> list[list[Any]]:
     return [[s, docs[s], nbytes[s]] for s in docs]
 
 
-def run_data_stage(args: DataArguments) -> StageResult:
+def run_data_stage(args: DataArguments, *, context: StageContext) -> dict[str, Any]:
     """Build train/test text splits and save them to `args.output_dir`."""
     removed: Counter[tuple[str, str]] = Counter()
     dd = _from_dataset(args) if args.dataset_name else _embedded(args, removed)
@@ -204,7 +204,7 @@ def run_data_stage(args: DataArguments) -> StageResult:
         "test_bytes": sum(len(t.encode("utf-8")) for t in test["text"]),
         "content_hash": corpus.content_hash(list(train["text"]) + list(test["text"])),
     }
-    section = Section("data", "Data")
+    section = context.section
     if args.dataset_name:
         section.text(f"Dataset `{args.dataset_name}`.")
     else:
@@ -218,5 +218,4 @@ def run_data_stage(args: DataArguments) -> StageResult:
         section.text("Documents left out, by reason:")
         section.table(["source", "reason", "documents"], [[s, r, n] for (s, r), n in sorted(removed.items())])
     metrics["removed"] = {f"{s}/{r}": n for (s, r), n in sorted(removed.items())}
-    section.metrics({k: v for k, v in metrics.items() if k != "removed"})
-    return StageResult(metrics=metrics, section=section)
+    return metrics

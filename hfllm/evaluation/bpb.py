@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import torch
 from lm_eval.models.utils import resolve_max_length
@@ -107,7 +107,7 @@ class BigramModel:
         self.pairs: Counter[tuple[int, int]] = Counter()
         self.firsts: Counter[int] = Counter()
 
-    def fit(self, documents: Iterable[list[int]], bos: int | None, eos: int) -> "BigramModel":
+    def fit(self, documents: Iterable[list[int]], bos: int | None, eos: int) -> BigramModel:
         for ids in documents:
             seq = ([bos] if bos is not None else []) + list(ids) + [eos]
             self.pairs.update(zip(seq[:-1], seq[1:]))
