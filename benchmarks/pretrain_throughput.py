@@ -191,10 +191,12 @@ def run(name, train, collator, tokenizer, precision, optim, compile_, attn, opts
     args = PretrainConfig(
         output_dir=str(out / name), max_length=opts.seq, per_device_train_batch_size=opts.batch,
         max_steps=opts.warmup + opts.steps + opts.profile, learning_rate=1e-3, precision=precision, optim=optim,
-        torch_compile=bool(compile_), torch_compile_mode=compile_ if isinstance(compile_, str) else None, save_strategy="no", logging_steps=10**6, report_to="none",
+        torch_compile=bool(compile_), torch_compile_mode=compile_ if isinstance(compile_, str) else None,
+        save_strategy="no", logging_steps=10**6, report_to="none",
         disable_tqdm=True, dataloader_num_workers=0, seed=0,
     )
-    model_args = PretrainModelArguments(num_layers=layers, hidden_size=width, num_heads=heads, attn_implementation=attn)
+    model_args = PretrainModelArguments(num_layers=layers, hidden_size=width, num_heads=heads,
+                                        attn_implementation=attn)
     model = build_model(model_args, tokenizer, opts.seq)
     if recipe:  # what the pretrain stage does to the model it built, and on the CPU to the process
         use_chunked_loss_unless_liger(model, args)
@@ -210,7 +212,8 @@ def run(name, train, collator, tokenizer, precision, optim, compile_, attn, opts
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
     windows = []  # (tokens/s, ceiling FLOP/s around it) of each timed window
-    for i, (start, end) in enumerate(zip(clock.starts[:opts.steps // opts.window], clock.ends)):  # not the profiled steps
+    timed = zip(clock.starts[:opts.steps // opts.window], clock.ends)  # not the profiled steps
+    for i, (start, end) in enumerate(timed):
         first = opts.warmup + i * opts.window
         tokens = sum(trainer.real_tokens[first:first + opts.window])
         windows.append((tokens / (end - start), max(clock.ceilings[i], clock.ceilings[i + 1])))
@@ -237,7 +240,8 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results here")
     opts = parser.parse_args()
 
-    rows = list(corpus.iter_documents(["pydoc_topics", "stdlib_docstrings", "package_metadata"], max_bytes_per_source=1_000_000))
+    rows = list(corpus.iter_documents(["pydoc_topics", "stdlib_docstrings", "package_metadata"],
+                                      max_bytes_per_source=1_000_000))
     texts = [r["text"] for r in rows]
     tokenizer = train_bpe(iter(texts), vocab_size=MODELS[opts.model][3])
     import datasets
@@ -256,13 +260,15 @@ def main() -> None:
     print(f"device: {'cuda ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}; precision auto → {auto}")
     print(f"matmul ceiling: fp32 {ceilings['fp32'] / 1e9:.1f} GFLOP/s, bf16 {ceilings['bf16'] / 1e9:.1f} GFLOP/s")
-    print(f"plain script: {sum(sum(m) for m in plain['attention_mask']) / (len(plain) * opts.seq):.1%} of its tokens are real")
+    real = sum(sum(m) for m in plain["attention_mask"]) / (len(plain) * opts.seq)
+    print(f"plain script: {real:.1%} of its tokens are real")
 
     recipe_attn = opts.attn or ("sdpa" if torch.cuda.is_available() else "eager")
     variants = {
         "a": ("plain fp32 (pad to max_length)", plain, plain_collator, "fp32", "adamw_torch", False, "sdpa"),
         "b": ("packed fp32", packed, collate_blocks, "fp32", "adamw_torch", False, "sdpa"),
-        "c": (f"hfllm recipe ({auto}, fused AdamW, {recipe_attn})", packed, collate_blocks, auto, "adamw_torch_fused", False, recipe_attn),
+        "c": (f"hfllm recipe ({auto}, fused AdamW, {recipe_attn})", packed, collate_blocks, auto,
+              "adamw_torch_fused", False, recipe_attn),
         "d": ("hfllm recipe + torch.compile", packed, collate_blocks, auto, "adamw_torch_fused", True, recipe_attn),
         "e": ("hfllm recipe + compile max-autotune", packed, collate_blocks, auto, "adamw_torch_fused",
               "max-autotune-no-cudagraphs", recipe_attn),
@@ -297,9 +303,11 @@ def main() -> None:
                   + (f"  peak {peak:.1f} GiB" if peak is not None else "") + f"  (run {wall:.0f} s)", flush=True)
             if split:
                 results[key]["profile"] = split
-                share, efficiency = split["matmul_s"] / split["step_s"], split["matmul_flops"] / split["matmul_s"] / split["ceiling_flops"]
-                print(f"   profiled: matmuls {split['matmul_s'] * 1e3:.0f} of {split['step_s'] * 1e3:.0f} ms a step ({share:.0%}), "
-                      f"at {efficiency:.0%} of the ceiling where they run ({split['ceiling_flops'] / 1e9:.0f} GFLOP/s); "
+                share = split["matmul_s"] / split["step_s"]
+                efficiency = split["matmul_flops"] / split["matmul_s"] / split["ceiling_flops"]
+                print(f"   profiled: matmuls {split['matmul_s'] * 1e3:.0f} of {split['step_s'] * 1e3:.0f} ms a step "
+                      f"({share:.0%}), at {efficiency:.0%} of the ceiling where they run "
+                      f"({split['ceiling_flops'] / 1e9:.0f} GFLOP/s); "
                       f"the rest {(split['step_s'] - split['matmul_s']) * 1e3:.0f} ms; model/matmul FLOPs "
                       f"{per_token * split['tokens'] / split['matmul_flops']:.2f}", flush=True)
     if "a" in results:

@@ -15,8 +15,8 @@ mask, which inductor recomputes per score with gathers. Here document boundaries
 starts a new document), one small (batch, seq) tensor. Measured on 2 Zen 4 cores, compiled bf16
 training steps against eager attention in the same process: the 12 × 768 model at seq 1,024,
 13 % less time a step; the benchmark's 4 × 256 model at seq 256, batch 16, the same time
-(−0.7 %), batch 8 slower (+4 to +13 % median) — hence the profiles, at 128–256 tokens, keep eager. On a GPU use `sdpa` or flash
-attention: their fused kernels already skip masked blocks.
+(−0.7 %), batch 8 slower (+4 to +13 % median) — hence the profiles, at 128–256 tokens, keep eager.
+On a GPU use `sdpa` or flash attention: their fused kernels already skip masked blocks.
 
 Where the mask is not plain causal over whole blocks — a padding mask, a sliding window, decoding
 with a KV cache, attention dropout, a non-causal module, or a model type not listed in
@@ -91,7 +91,8 @@ def blocked_causal_mask(batch_size: int, q_length: int, kv_length: int, q_offset
             and getattr(config, "model_type", None) in PLAIN_CAUSAL_MODEL_TYPES):
         return None
     return sdpa_mask(batch_size=batch_size, q_length=q_length, kv_length=kv_length, q_offset=q_offset,
-                     kv_offset=kv_offset, attention_mask=attention_mask, local_size=local_size, config=config, **kwargs)
+                     kv_offset=kv_offset, attention_mask=attention_mask, local_size=local_size, config=config,
+                     **kwargs)
 
 
 AttentionInterface.register(NAME, blocked_causal_attention_forward)

@@ -93,7 +93,8 @@ def load_tokenizer(name: str, *, field: str, trust_remote_code: bool = False):
 def load_causal_lm(name: str, *, field: str, trust_remote_code: bool = False, **kwargs):
     """`AutoModelForCausalLM.from_pretrained` in fp32, with load failures as config errors."""
     try:
-        return AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code, dtype=torch.float32, **kwargs)
+        return AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code, dtype=torch.float32,
+                                                    **kwargs)
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot load a causal LM from {name!r} ({str(err).splitlines()[0]})", field=field) from None
 

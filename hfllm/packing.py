@@ -70,7 +70,8 @@ class PackedStream(torch.utils.data.IterableDataset):
                  position: dict[str, Any] | None = None, read_batch: int = 64,
                  shuffle_blocks: int = 1, seed: int = 0, where: str | None = None):
         if shuffle_blocks < 1:
-            raise ConfigError(f"shuffle window must be at least 1 block, got {shuffle_blocks}", field="stream_shuffle_blocks")
+            raise ConfigError(f"shuffle window must be at least 1 block, got {shuffle_blocks}",
+                              field="stream_shuffle_blocks")
         self.source = source
         self.tokenizer = tokenizer
         self.text_field = text_field
@@ -96,8 +97,10 @@ class PackedStream(torch.utils.data.IterableDataset):
         for n, row in enumerate(self.source):
             text = row.get(self.text_field)
             if not isinstance(text, str):
-                what = "no such column" if self.text_field not in row else f"text is {type(text).__name__}, not a string"
-                raise DataError(f"row {n} of this pass over the stream: {what}", where=self.where, field=self.text_field)
+                what = ("no such column" if self.text_field not in row
+                        else f"text is {type(text).__name__}, not a string")
+                raise DataError(f"row {n} of this pass over the stream: {what}", where=self.where,
+                                field=self.text_field)
             yield text, self.source.state_dict()
 
     def _windows(self, start: dict[str, Any]) -> Iterator[tuple[list[list[int]], dict[str, Any]]]:

@@ -1,14 +1,12 @@
-"""Tokenizer stage: byte-level BPE trained with `tokenizers`, saved as a transformers tokenizer.
+"""The tokenizer stage: byte-level BPE trained with `tokenizers`, saved as a transformers tokenizer
+that every later stage loads with `AutoTokenizer`.
 
-- Digits are split one by one before BPE (numbers tokenize uniformly, as in Llama 3 / GPT-4-era
-  tokenizers), then byte-level pre-tokenization, so any UTF-8 text round-trips.
-- Document tokens: `<|begin_of_text|>` (bos) and `<|end_of_text|>` (eos). Pretraining packs
-  documents as `bos … eos`; the pad token is a separate `<|pad|>`, so padding never teaches the
-  model to stop.
-- Chat: ChatML turns (`<|im_start|>role\\n … <|im_end|>`) with `{% generation %}` markers around
-  assistant replies, which TRL's `assistant_only_loss` needs.
-- No post-processor: `tokenizer(text)` adds no special tokens, which is what lm-eval's rolling
-  log-likelihood and our packing both expect.
+Why these choices: digits split one by one before BPE, so numbers tokenize uniformly (as in Llama
+3-era tokenizers) — the arithmetic tasks of post-training depend on it; byte-level, so any UTF-8
+text round-trips; a separate `<|pad|>`, so padding never teaches the model to stop; ChatML turns
+with `{% generation %}` markers around assistant replies, which TRL's `assistant_only_loss`
+needs; and no post-processor, so `tokenizer(text)` adds no special tokens, as lm-eval's rolling
+log-likelihood and the packing both expect.
 """
 
 from __future__ import annotations
@@ -67,13 +65,16 @@ def _texts(ds, text_field: str, max_bytes: int | None) -> Iterator[str]:
             return
 
 
-def train_bpe(texts: Iterator[str], vocab_size: int, min_frequency: int = 2, model_max_length: int = 2048) -> PreTrainedTokenizerFast:
+def train_bpe(texts: Iterator[str], vocab_size: int, min_frequency: int = 2,
+              model_max_length: int = 2048) -> PreTrainedTokenizerFast:
     """Train byte-level BPE on `texts` and wrap it with its special tokens and chat template."""
     if vocab_size < 256 + len(SPECIAL_TOKENS) + 1:
-        raise ConfigError(f"must be at least {256 + len(SPECIAL_TOKENS) + 1} (256 bytes + special tokens)", field="vocab_size")
+        raise ConfigError(f"must be at least {256 + len(SPECIAL_TOKENS) + 1} (256 bytes + special tokens)",
+                          field="vocab_size")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+        [pre_tokenizers.Digits(individual_digits=True),
+         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -102,13 +103,16 @@ def bytes_per_token(tokenizer, texts: list[str]) -> float:
 
 
 def run_tokenizer_stage(args: TokenizerArguments, *, context: StageContext) -> dict[str, Any]:
-    train = load_text_dataset(args.dataset_name, args.dataset_train_split, text_field=args.dataset_text_field, config=args.dataset_config)
+    train = load_text_dataset(args.dataset_name, args.dataset_train_split, text_field=args.dataset_text_field,
+                              config=args.dataset_config)
     check_texts(train, args.dataset_text_field, args.dataset_name)
-    tokenizer = train_bpe(_texts(train, args.dataset_text_field, args.max_train_bytes), args.vocab_size, args.min_frequency, args.model_max_length)
+    tokenizer = train_bpe(_texts(train, args.dataset_text_field, args.max_train_bytes), args.vocab_size,
+                          args.min_frequency, args.model_max_length)
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(args.output_dir)
 
-    test = load_text_dataset(args.dataset_name, args.dataset_test_split, text_field=args.dataset_text_field, config=args.dataset_config)
+    test = load_text_dataset(args.dataset_name, args.dataset_test_split, text_field=args.dataset_text_field,
+                             config=args.dataset_config)
     metrics = {
         "vocab_size": len(tokenizer),
         "train_bytes_per_token": bytes_per_token(tokenizer, list(_texts(train, args.dataset_text_field, 2_000_000))),

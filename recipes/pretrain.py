@@ -14,7 +14,8 @@ from hfllm.pipeline import STAGES, execute_stage
 from hfllm.pretrain import PretrainConfig, PretrainModelArguments, PretrainScriptArguments
 
 
-def main(script_args: PretrainScriptArguments, training_args: PretrainConfig, model_args: PretrainModelArguments) -> None:
+def main(script_args: PretrainScriptArguments, training_args: PretrainConfig,
+         model_args: PretrainModelArguments) -> None:
     manifest = execute_stage(STAGES["pretrain"], (script_args, training_args, model_args))
     m = manifest["metrics"]
     print(f"{m['parameters']:,}-parameter model trained for {m['steps']} steps, saved to {training_args.output_dir}")

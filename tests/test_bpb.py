@@ -12,8 +12,8 @@ from conftest import REPO
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hfllm.evaluation import BigramModel, lm_eval_bits_per_byte, score_texts
-from hfllm.evaluation.stage import write_heldout_task
 from hfllm.evaluation.bpb import rolling_windows
+from hfllm.evaluation.stage import write_heldout_task
 from hfllm.modeling import llama_config
 
 
@@ -28,7 +28,8 @@ def test_rolling_windows_predict_every_token_once():
 
 def test_uniform_model_bits_per_byte_by_hand(tiny_tokenizer):
     torch.manual_seed(0)
-    config = llama_config(1, 32, 2, 16, 300 if len(tiny_tokenizer) <= 300 else len(tiny_tokenizer), tie_word_embeddings=False)
+    vocab = 300 if len(tiny_tokenizer) <= 300 else len(tiny_tokenizer)
+    config = llama_config(1, 32, 2, 16, vocab, tie_word_embeddings=False)
     model = AutoModelForCausalLM.from_config(config)
     with torch.no_grad():
         model.lm_head.weight.zero_()  # every logit 0: P(token) = 1/V everywhere
@@ -56,7 +57,8 @@ def test_tiny_model_matches_lm_eval(tiny_run, tmp_path):
     # And once more here, on three held-out documents scored both ways.
     model = AutoModelForCausalLM.from_pretrained(tiny_run / "pretrain")
     tok = AutoTokenizer.from_pretrained(tiny_run / "pretrain")
-    rows = [json.loads(line) for line in (tiny_run / "tasks" / "hfllm_heldout_bpb.jsonl").read_text().splitlines()[:3]]
+    heldout = (tiny_run / "tasks" / "hfllm_heldout_bpb.jsonl").read_text()
+    rows = [json.loads(line) for line in heldout.splitlines()[:3]]
     three = write_heldout_task([r["text"] for r in rows], tmp_path / "tasks")
     ours = score_texts(model, tok, [r["text"] for r in rows]).bits_per_byte
     theirs = lm_eval_bits_per_byte(model, tok, three)
@@ -82,7 +84,8 @@ def test_demo_model_beats_bigram_floor_by_ten_percent(tmp_path):
     (≈ 11 min on 2 cores); `pytest -m "not demo"` leaves it out of a quick local run."""
     run_dir = tmp_path / "demo"
     hfllm = Path(sys.executable).with_name("hfllm")
-    proc = subprocess.run([str(hfllm), "run", str(REPO / "recipes/configs/demo/pipeline.yaml"), "--run_dir", str(run_dir)],
+    demo = REPO / "recipes/configs/demo/pipeline.yaml"
+    proc = subprocess.run([str(hfllm), "run", str(demo), "--run_dir", str(run_dir)],
                           capture_output=True, text=True, timeout=2400, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert_ten_percent_below_bigram(run_dir)

@@ -66,12 +66,15 @@ def test_tokenizer_without_eos_is_refused(doc_file, tiny_tokenizer):
 def test_shuffled_stream_is_a_permutation_within_windows(doc_file, tiny_tokenizer):
     path, _ = doc_file
     ordered = [b["input_ids"] for b in PackedStream(stream_of(path), tiny_tokenizer, "text", 64)]
-    shuffled = [b["input_ids"] for b in PackedStream(stream_of(path), tiny_tokenizer, "text", 64, shuffle_blocks=8, seed=3)]
+    def shuffled_blocks(seed):
+        return [b["input_ids"] for b in PackedStream(stream_of(path), tiny_tokenizer, "text", 64, shuffle_blocks=8,
+                                                     seed=seed)]
+
+    shuffled = shuffled_blocks(3)
     assert shuffled != ordered
     for w in range(0, len(ordered), 8):  # each window holds the same blocks, in another order
         assert sorted(shuffled[w:w + 8]) == sorted(ordered[w:w + 8])
-    again = [b["input_ids"] for b in PackedStream(stream_of(path), tiny_tokenizer, "text", 64, shuffle_blocks=8, seed=3)]
-    other = [b["input_ids"] for b in PackedStream(stream_of(path), tiny_tokenizer, "text", 64, shuffle_blocks=8, seed=4)]
+    again, other = shuffled_blocks(3), shuffled_blocks(4)
     assert again == shuffled and other != shuffled
 
 

@@ -42,7 +42,8 @@ def test_manifest_records_what_a_run_needs(tiny_run):
     m = json.loads((tiny_run / "pretrain" / "manifest.json").read_text())
     assert set(m) >= {"config", "metrics", "versions", "git_revision", "wall_time_s", "inputs", "fingerprint"}
     assert m["versions"]["transformers"] and m["versions"]["torch"]
-    assert m["inputs"]["dataset_name"]["fingerprint"] == json.loads((tiny_run / "data" / "manifest.json").read_text())["fingerprint"]
+    data = json.loads((tiny_run / "data" / "manifest.json").read_text())
+    assert m["inputs"]["dataset_name"]["fingerprint"] == data["fingerprint"]
     assert m["metrics"]["eval_loss"] < m["metrics"]["train_loss"] + 1.0
     assert m["config"]["hub_token"] in (None, "<HUB_TOKEN>")
 

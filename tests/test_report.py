@@ -23,7 +23,8 @@ def test_sections_tables_plots_in_stage_order(tmp_path):
     d_data = fake_stage(run_dir, "data", 1.5, 10.0)
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])
-    Section("eval", "Evaluation").text("Scores.").table(["a", "b"], [[1, 0.123456]]).plot(fig, "curve").save(d_eval, run_dir)
+    section = Section("eval", "Evaluation").text("Scores.").table(["a", "b"], [[1, 0.123456]])
+    section.plot(fig, "curve").save(d_eval, run_dir)
     Section("data", "Data").metrics({"docs": 3}).save(d_data, run_dir)
     entries = {e: run_dir / e for e in ("data", "tokenizer", "eval")}
     report = write_report(run_dir, entries, title="t").read_text()

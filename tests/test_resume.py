@@ -143,7 +143,8 @@ def test_compiled_run_resumes_the_same(resume_config, tmp_path):
     compiled = ["--torch_compile", "true", "--max_steps", "12", "--save_steps", "5"]
     ref, out = tmp_path / "ref", tmp_path / "pretrain"
     run([*recipe(resume_config, ref), *compiled])
-    run([sys.executable, str(HERE / "resume_driver.py"), "step", "7", *recipe(resume_config, out)[2:], *compiled], expect=-9)
+    run([sys.executable, str(HERE / "resume_driver.py"), "step", "7", *recipe(resume_config, out)[2:], *compiled],
+        expect=-9)
     run([*recipe(resume_config, out), *compiled])
     assert json.loads((out / "manifest.json").read_text())["metrics"]["resumed_from"] == "checkpoint-5"
     assert_same_run(trace(out), trace(ref))

@@ -24,7 +24,8 @@ def test_special_tokens(tiny_tokenizer):
 
 def test_chat_template_marks_assistant_tokens(tiny_tokenizer):
     messages = [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "It is 4."}]
-    out = tiny_tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    out = tiny_tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                             return_assistant_tokens_mask=True)
     ids, mask = out["input_ids"], out["assistant_masks"]
     assistant = tiny_tokenizer.decode([i for i, m in zip(ids, mask) if m])
     assert assistant == "It is 4." + IM_END
