@@ -19,9 +19,9 @@ later stage's card can name this one as its base model or dataset.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import json
-import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -153,8 +153,8 @@ def locate_stage(value: Any, near: Path, fingerprint: str | None = None) -> Path
     if not isinstance(value, str) or not value:
         return None
     path, sibling = Path(value), near.parent / Path(value).name
-    sibling_manifest = read_json(sibling / MANIFEST) if sibling.is_dir() else None
-    if isinstance(sibling_manifest, dict) and (fingerprint is None or sibling_manifest.get("fingerprint") == fingerprint):
+    found = read_json(sibling / MANIFEST) if sibling.is_dir() else None
+    if isinstance(found, dict) and (fingerprint is None or found.get("fingerprint") == fingerprint):
         if fingerprint is not None or not path.is_dir():
             return sibling
     return path if path.is_dir() else None
@@ -338,19 +338,36 @@ def _lineage_section(stage_dir: Path, chain: list[tuple[Path, dict[str, Any]]]) 
     return lines
 
 
-def _config_block(manifest: dict[str, Any]) -> list[str]:
+def _portable(value: Any, run_dir: Path) -> Any:
+    """A path inside the run as `<run name>/<entry>/…` instead of this machine's absolute path."""
+    if isinstance(value, str) and value.startswith("/"):
+        try:
+            return Path(value).resolve().relative_to(run_dir.parent).as_posix()
+        except ValueError:
+            return value
+    return value
+
+
+def _config_block(stage_dir: Path, manifest: dict[str, Any]) -> list[str]:
     import yaml
 
-    config = {k: v for k, v in (manifest.get("config") or {}).items() if v is not None and v != [] and v != {}}
+    run_dir = stage_dir.resolve().parent
+    config = {k: _portable(v, run_dir) for k, v in (manifest.get("config") or {}).items()
+              if v is not None and v != [] and v != {}}
     versions = ", ".join(f"{k} {v}" for k, v in (manifest.get("versions") or {}).items() if v)
+    metrics = manifest.get("metrics") or {}
+    facts = [f"{k.replace('_', ' ')}: {_fmt(metrics[k])}" for k in
+             ("parameters", "steps", "tokens_seen", "precision", "train_loss", "eval_loss") if k in metrics]
     return [
         "## Training configuration", "",
         f"Stage `{manifest.get('stage', '?')}`, run by `{manifest.get('command', '?')}` at "
         f"{manifest.get('started_at', '?')} in {_fmt(manifest.get('wall_time_s', '?'))} s "
-        f"(hfllm git revision `{manifest.get('git_revision') or 'unknown'}`). The full resolved config, as in "
-        "`manifest.json` beside the weights (fields left at null omitted):", "",
-        "```yaml", yaml.safe_dump(config, sort_keys=False, width=119).rstrip(), "```", "",
-        f"Software: {versions}.",
+        f"(hfllm git revision `{manifest.get('git_revision') or 'unknown'}`)"
+        + (f"; {'; '.join(facts)}." if facts else "."),
+        "", f"Software: {versions}.", "",
+        "<details><summary>The full resolved config, as in <code>manifest.json</code> beside the weights (fields at "
+        "null left out)</summary>", "",
+        "```yaml", yaml.safe_dump(config, sort_keys=False, width=119).rstrip(), "```", "", "</details>",
     ]
 
 
@@ -401,7 +418,7 @@ def build_card(stage_dir: str | Path, repo_id: str, *, revision: str | None = No
     base_dir = locate_stage(base, stage_dir)
     base_model = base if is_hub_id(base) else pushed_repo(base_dir, "model") if base_dir else None
     hub_datasets = sorted({d for path, m in chain for key, value in (m.get("config") or {}).items()
-                           if "dataset" in key and (d := hub_dataset_id(value, path))})
+                           if key.endswith("dataset_name") and (d := hub_dataset_id(value, path))})
 
     rows = evaluation_results(stage_dir) if kind == "model" else []
     eval_results = [
@@ -444,7 +461,7 @@ def build_card(stage_dir: str | Path, repo_id: str, *, revision: str | None = No
                  "from datasets import load_dataset", "",
                  f'ds = load_dataset("{repo_id}"{rev})', "```", ""]
     body += _intended_use(kind, manifest) + [""]
-    body += _config_block(manifest) + [""]
+    body += _config_block(stage_dir, manifest) + [""]
     body += _lineage_section(stage_dir, chain)
     text = "\n".join(body).rstrip() + "\n"
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{text}"), data, text
@@ -455,51 +472,79 @@ def build_card(stage_dir: str | Path, repo_id: str, *, revision: str | None = No
 def push_stage(stage_dir: str | Path, repo_id: str, *, revision: str | None = None, private: bool = True,
                license: str = "other", commit_message: str | None = None) -> dict[str, Any]:
     """Push a stage directory; return (and record in `pushed.json`) repo, revision, commit and URL."""
-    from huggingface_hub import CommitOperationAdd, HfApi
-
     stage_dir = Path(stage_dir)
     where = str(stage_dir)
     kind = stage_kind(stage_dir)
     check_repo_id(repo_id, where)
     token = hub_token(where)
     card, card_data, card_text = build_card(stage_dir, repo_id, revision=revision, license=license)
-    repo_type = "dataset" if kind == "dataset" else "model"
     message = commit_message or f"hfllm: push {stage_dir.name} ({kind})"
-    api = HfApi()
-
     if kind == "dataset":
-        extras = [p for p in (stage_dir / MANIFEST, stage_dir / CLEANING_REPORT) if p.exists()]
-        check_no_token_in(extras, {"dataset card": card_text.encode()}, token, where)
-        commit = _push_dataset(api, stage_dir, repo_id, revision, private, license, card_data, card_text, extras,
-                               message)
+        files = [p for p in (stage_dir / MANIFEST, stage_dir / CLEANING_REPORT) if p.exists()]
+        check_no_token_in(files, {"dataset card": card_text.encode()}, token, where)
     else:
         files = files_to_push(stage_dir)
-        readme = str(card).encode()
-        check_no_token_in(files, {"model card": readme}, token, where)
-        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-        if revision:
-            api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
-        operations = [CommitOperationAdd(path_in_repo=p.relative_to(stage_dir).as_posix(), path_or_fileobj=str(p))
-                      for p in files]
-        operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=readme))
-        commit = api.create_commit(repo_id, operations=operations, commit_message=message, repo_type=repo_type,
-                                   revision=revision)
-    info = api.repo_info(repo_id, repo_type=repo_type, revision=commit.oid)
-    record = {"repo_id": repo_id, "repo_type": repo_type, "revision": revision or "main", "commit": commit.oid,
-              "url": commit.commit_url, "private": bool(info.private), "kind": kind,
-              "pushed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        check_no_token_in(files, {"model card": str(card).encode()}, token, where)
+    with hub_errors_as_config_errors(repo_id, where):
+        if kind == "dataset":
+            commit, is_private = _push_dataset(stage_dir, repo_id, revision, private, license, card_data, card_text,
+                                               files, message)
+        else:
+            commit, is_private = _push_files(stage_dir, repo_id, revision, private, str(card).encode(), files,
+                                             message)
+    record = {"repo_id": repo_id, "repo_type": "dataset" if kind == "dataset" else "model",
+              "revision": revision or "main", "commit": commit.oid, "url": commit.commit_url, "private": is_private,
+              "kind": kind, "pushed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     records = read_json(stage_dir / PUSH_RECORD) or []
     (stage_dir / PUSH_RECORD).write_text(json.dumps([*records, record], indent=1))
     return record
 
 
-def _push_dataset(api, stage_dir: Path, repo_id: str, revision: str | None, private: bool, license: str,
+@contextlib.contextmanager
+def hub_errors_as_config_errors(repo_id: str, where: str):
+    """What the user can fix — offline mode, a refused token, a namespace they cannot write to — as
+    one ConfigError line; other Hub failures (server errors, the network) propagate as they are."""
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    try:
+        yield
+    except OfflineModeIsEnabled:
+        raise ConfigError("HF_HUB_OFFLINE is set: unset it to push", where=where, field="HF_HUB_OFFLINE") from None
+    except HfHubHTTPError as err:
+        status = err.response.status_code if err.response is not None else None
+        reason = str(err).splitlines()[0]
+        if status == 401:
+            raise ConfigError(f"the Hub refused the token ({reason})", where=where, field="token") from None
+        if status == 403:
+            raise ConfigError(f"no write access to {repo_id} ({reason})", where=where, field="repo_id") from None
+        raise
+
+
+def _push_files(stage_dir: Path, repo_id: str, revision: str | None, private: bool, readme: bytes,
+                files: list[Path], message: str):
+    """A model or tokenizer: its files and the card in one commit, to `revision` (a branch made
+    from main if missing)."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    if revision:
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    operations = [CommitOperationAdd(path_in_repo=p.relative_to(stage_dir).as_posix(), path_or_fileobj=str(p))
+                  for p in files]
+    operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=readme))
+    commit = api.create_commit(repo_id, operations=operations, commit_message=message, revision=revision)
+    return commit, bool(api.repo_info(repo_id, revision=commit.oid).private)
+
+
+def _push_dataset(stage_dir: Path, repo_id: str, revision: str | None, private: bool, license: str,
                   card_data, card_text: str, extras: list[Path], message: str):
     """`DatasetDict.push_to_hub` (parquet shards and its own card metadata: configs, splits,
     features), then a second commit that adds hfllm's card text, licence, tags and the manifest."""
     import datasets
-    from huggingface_hub import CommitOperationAdd, DatasetCard, hf_hub_download
+    from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi, hf_hub_download
 
+    api = HfApi()
     dataset = datasets.load_from_disk(str(stage_dir))
     dataset.push_to_hub(repo_id, private=private, revision=revision, commit_message=message)
     # RepoCard.load takes no revision: read the card datasets wrote on that branch.
@@ -511,8 +556,9 @@ def _push_dataset(api, stage_dir: Path, repo_id: str, revision: str | None, priv
     card.text = card_text
     operations = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode())]
     operations += [CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p)) for p in extras]
-    return api.create_commit(repo_id, operations=operations, commit_message=f"{message}: card and manifest",
-                             repo_type="dataset", revision=revision)
+    commit = api.create_commit(repo_id, operations=operations, commit_message=f"{message}: card and manifest",
+                               repo_type="dataset", revision=revision)
+    return commit, bool(api.repo_info(repo_id, repo_type="dataset", revision=commit.oid).private)
 
 
 # --- command line ------------------------------------------------------------------------------------

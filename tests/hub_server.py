@@ -252,10 +252,8 @@ class _HubHandler(BaseHTTPRequestHandler):
         if rest == "" or head == "revision":
             return self._info(repo, unquote(tail) if tail else "main")
         if head == "refs" and method == "GET":
-            return self._json({
-                "branches": [{"name": b, "ref": f"refs/heads/{b}", "targetCommit": c} for b, c in repo.branches.items()],
-                "tags": [], "converts": [], "pullRequests": [],
-            })
+            branches = [{"name": b, "ref": f"refs/heads/{b}", "targetCommit": c} for b, c in repo.branches.items()]
+            return self._json({"branches": branches, "tags": [], "converts": [], "pullRequests": []})
         if head == "branch" and method == "POST":
             return self._create_branch(repo, unquote(tail), json.loads(self._body() or b"{}"))
         if head == "preupload" and method == "POST":

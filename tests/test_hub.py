@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hub_server import HubServer  # tests/ is on sys.path under pytest
 
 from hfllm.errors import ConfigError
-from hub_server import HubServer  # tests/ is on sys.path under pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "hf_plantedTestToken" + hashlib.sha256(b"hfllm hub test").hexdigest()[:20]
@@ -110,11 +110,12 @@ def test_model_card_from_the_manifest_and_the_runs_evaluations(mini_run):
     card, _, _ = build_card(mini_run / "pretrain", f"{USER}/mini", revision="pretrain")
     card = ModelCard(str(card))  # what the Hub will parse back
     results = json.loads((mini_run / "eval" / "results.json").read_text())
-    got = {(r.dataset_type, r.metric_type): r.metric_value for r in card.data.eval_results}
-    assert got[("local", "bits_per_byte")] == pytest.approx(results["bits_per_byte"])
-    assert got[("local", "perplexity")] == pytest.approx(results["perplexity"])
-    assert got[("hfllm_mmlu", "acc")] == 0.3125
-    assert got[("hfllm-tasks", "accuracy")] == 0.04
+    got = {r.metric_type: r for r in card.data.eval_results}
+    assert got["bits_per_byte"].metric_value == pytest.approx(results["bits_per_byte"])
+    assert got["bits_per_byte"].dataset_split == "test"
+    assert got["perplexity"].metric_value == pytest.approx(results["perplexity"])
+    assert (got["acc"].dataset_type, got["acc"].metric_value) == ("hfllm_mmlu", 0.3125)
+    assert got["accuracy"].metric_value == 0.04
     meta = card.data.to_dict()
     assert meta["model-index"][0]["name"] == "mini"
     assert meta["license"] == "other" and meta["library_name"] == "transformers"
@@ -244,20 +245,24 @@ def test_lm_eval_reads_the_model_from_the_hub(mini_run, hub, hub_env, pushed_mod
     assert got["config"]["model_sha"] == pushed_model["commit"]  # lm-eval asked the Hub which commit it read
 
 
-def test_tokenizer_and_dataset_push_and_load_back(mini_run, hub, hub_env, tmp_path):
-    """The library call (`push_stage`) for the tokenizer and the data stage, the token taken from the
-    login cache instead of HF_TOKEN; then AutoTokenizer and load_dataset through the Hub."""
+@pytest.fixture(scope="module")
+def pushed_tokenizer_and_data(mini_run, hub, hub_env, tmp_path_factory) -> None:
+    """The library call (`push_stage`) for the tokenizer and the data stage, with the token taken
+    from the login cache (what `hf auth login` leaves in HF_HOME) instead of HF_TOKEN."""
     env = dict(hub_env)
     del env["HF_TOKEN"]
-    login_home = tmp_path / "login_home"
-    login_home.mkdir()
-    (login_home / "token").write_text(TOKEN)  # what `hf auth login` leaves in HF_HOME
+    login_home = tmp_path_factory.mktemp("login_home")
+    (login_home / "token").write_text(TOKEN)
     env["HF_HOME"] = str(login_home)
     run_python(f"""
         from hfllm.hub import push_stage
         print(push_stage("{mini_run / 'tokenizer'}", "{USER}/mini-tokenizer"))
         print(push_stage("{mini_run / 'data'}", "{USER}/mini-data", revision="v1"))
     """, env)
+
+
+def test_tokenizer_and_dataset_push_and_load_back(mini_run, hub, hub_env, pushed_tokenizer_and_data, tmp_path):
+    """AutoTokenizer and load_dataset read back, through the Hub, what the stages wrote."""
     assert hub.repos[("model", f"{USER}/mini-tokenizer")].private
     data_repo = hub.repos[("dataset", f"{USER}/mini-data")]
     assert data_repo.private and "manifest.json" in data_repo.resolve("v1").files
@@ -304,6 +309,7 @@ def test_trainer_push_to_hub_then_hfllm_push_adds_manifest_and_card(mini_run, hu
     repo = hub.repos[("model", f"{USER}/trainer-pushed")]
     files = repo.resolve("main").files
     assert repo.private and "model.safetensors" in files and "tokenizer.json" in files
+    assert "training_args.bin" in files  # the Trainer pushes its pickled arguments; hfllm push does not
     assert "manifest.json" not in files and (out_dir / "manifest.json").exists()
     assert files["model.safetensors"].sha256 == sha256(out_dir / "model.safetensors")
     trainer_card = hub.file_bytes("model", f"{USER}/trainer-pushed", "main", "README.md").decode()
@@ -316,24 +322,33 @@ def test_trainer_push_to_hub_then_hfllm_push_adds_manifest_and_card(mini_run, hu
     assert files["model.safetensors"].sha256 == sha256(out_dir / "model.safetensors")
 
 
-def test_the_planted_token_appears_in_no_file_and_no_output(mini_run, hub, tmp_path_factory, capfd):
-    """Run last in this module: every file the tests wrote (runs, manifests, cards, reports, caches,
-    the Hub's stored blobs) and all captured output. The login cache is the one place it may be."""
-    assert OUTPUTS, "the push tests ran no subprocess"
-    needle = TOKEN.encode()
-    base = tmp_path_factory.getbasetemp()
-    checked = 0
-    for path in base.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            if path.name == "token" and path.parent.name in ("login_home", "login_cache"):
-                continue
-            assert needle not in path.read_bytes(), f"the token leaked into {path}"
-            checked += 1
-    assert checked > 50
-    assert all(TOKEN not in text for text in OUTPUTS)
-    captured = capfd.readouterr()
-    assert TOKEN not in captured.out and TOKEN not in captured.err
-    assert any(user == USER for _, _, user in hub.requests)  # the token was used, just never written
+def test_cards_name_what_earlier_pushes_put_on_the_hub(mini_run, pushed_model, pushed_tokenizer_and_data, tmp_path):
+    """Once the data stage and the model are on the Hub (their pushed.json), the model's card lists the
+    dataset and a stage trained from the model names it as base model."""
+    from hfllm.hub import build_card
+
+    _, data, _ = build_card(mini_run / "pretrain", f"{USER}/mini-lm")
+    assert data.datasets == [f"{USER}/mini-data"] and data.base_model is None
+    assert {r.dataset_type for r in data.eval_results if r.metric_type == "bits_per_byte"} == {f"{USER}/mini-data"}
+    # A later stage in the runner's manifest format (the SFT stage is another issue's): its model
+    # input is this run's pretrain entry.
+    sft = mini_run / "sft"
+    shutil.copytree(mini_run / "pretrain", sft, ignore=shutil.ignore_patterns("pushed.json", "manifest.json"))
+    pretrain = json.loads((mini_run / "pretrain" / "manifest.json").read_text())
+    manifest = {**pretrain, "stage": "sft", "fingerprint": "0123456789abcdef",
+                "config": {"model_name_or_path": str(mini_run / "pretrain"), "output_dir": str(sft)},
+                "inputs": {"model_name_or_path": {"path": str(mini_run / "pretrain"),
+                                                  "fingerprint": pretrain["fingerprint"]}}}
+    (sft / "manifest.json").write_text(json.dumps(manifest))
+    try:
+        card, data, text = build_card(sft, f"{USER}/mini-sft")
+        assert data.base_model == f"{USER}/mini-lm"
+        assert f"fine-tuned from `{USER}/mini-lm`" in text
+        assert text.index("**data**") < text.index("**pretrain**") < text.index("**sft** (this repository)")
+        assert f"on the Hub as `{USER}/mini-lm`" in text and f"on the Hub as `{USER}/mini-data`" in text
+        assert not data.eval_results  # the run's evaluations are of pretrain, not of this stage
+    finally:
+        shutil.rmtree(sft)
 
 
 # --- bad input: one ConfigError naming the directory or field ------------------------------------------
@@ -391,6 +406,30 @@ def test_a_push_without_a_token_is_refused(mini_run, tmp_path, monkeypatch, caps
     assert hub_token("x") == TOKEN
 
 
+def test_a_push_to_a_namespace_the_token_cannot_write_is_one_error_line(mini_run, hub, hub_env):
+    args = [sys.executable, "-m", "hfllm.hub", "push", str(mini_run / "tokenizer"), "--repo_id",
+            "someone-else/tokenizer"]
+    proc = subprocess.run(args, env=hub_env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    OUTPUTS.extend([proc.stdout, proc.stderr])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"hfllm: error: {mini_run / 'tokenizer'}: field 'repo_id': no write access to someone-else/tokenizer (403")
+    assert "Traceback" not in proc.stderr and ("model", "someone-else/tokenizer") not in hub.repos
+
+
+def test_a_push_while_offline_is_one_error(mini_run, monkeypatch):
+    """The suite itself runs with HF_HUB_OFFLINE=1 (conftest), as a user might have it set."""
+    from huggingface_hub import constants
+
+    from hfllm.hub import push_stage
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ConfigError) as err:
+        push_stage(mini_run / "tokenizer", f"{USER}/offline")
+    assert err.value.field == "HF_HUB_OFFLINE"
+
+
 def test_a_file_holding_the_token_is_never_uploaded(mini_run, hub, tmp_path, monkeypatch):
     from hfllm.hub import push_stage
 
@@ -403,3 +442,25 @@ def test_a_file_holding_the_token_is_never_uploaded(mini_run, hub, tmp_path, mon
         push_stage(leaky, f"{USER}/leaky")
     assert len(hub.requests) == before
     (leaky / "notes.txt").unlink()  # the token check must not find the token it just read
+
+
+# --- last: nothing above leaked the token ----------------------------------------------------------------
+
+def test_the_planted_token_appears_in_no_file_and_no_output(mini_run, hub, tmp_path_factory, capfd):
+    """Run last in this module: every file the tests wrote (runs, manifests, cards, reports, caches,
+    the Hub's stored blobs) and all captured output. The login cache is the one place it may be."""
+    assert OUTPUTS, "the push tests ran no subprocess"
+    needle = TOKEN.encode()
+    base = tmp_path_factory.getbasetemp()
+    checked = 0
+    for path in base.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            if path.name == "token" and path.parent.name.startswith(("login_home", "login_cache")):
+                continue
+            assert needle not in path.read_bytes(), f"the token leaked into {path}"
+            checked += 1
+    assert checked > 50
+    assert all(TOKEN not in text for text in OUTPUTS)
+    captured = capfd.readouterr()
+    assert TOKEN not in captured.out and TOKEN not in captured.err
+    assert any(user == USER for _, _, user in hub.requests)  # the token was used, just never written
