@@ -40,13 +40,13 @@ DATASET_FILES = ("dataset_dict.json", "state.json")
 NOT_PUSHED = ("checkpoint-*", "training_args.bin", ".*", "report_section.json", "step_trace.jsonl", PUSH_RECORD,
               "README.md")
 CLEANING_REPORT = "report.json"
-HFLLM_URL = "https://github.com/hfllm/hfllm"
 
 
 # --- what is being pushed ----------------------------------------------------------------------------
 
 def stage_kind(stage_dir: Path) -> str:
-    """"model", "tokenizer" or "dataset", from the files a stage wrote; anything else is refused."""
+    """What a stage directory holds — "model", "tokenizer" or "dataset" — from the files the stage
+    wrote; anything else is refused."""
     if not stage_dir.is_dir():
         raise ConfigError("no such stage directory", where=str(stage_dir))
     has = {p.name for p in stage_dir.iterdir()}
@@ -437,8 +437,8 @@ def build_card(stage_dir: str | Path, repo_id: str, *, revision: str | None = No
     body = [f"# {name}", ""]
     if kind == "model":
         origin = f"fine-tuned from `{base_model or base}`" if base else "trained from scratch"
-        body += [f"A causal language model {origin} by hfllm's `{manifest.get('stage', stage_dir.name)}` stage "
-                 f"([hfllm]({HFLLM_URL}): clean text → tokenizer → pretrain → post-train → evaluate → publish).", ""]
+        body += [f"A causal language model {origin} by the `{manifest.get('stage', stage_dir.name)}` stage of hfllm "
+                 "(clean text → tokenizer → pretrain → post-train → evaluate → publish, on transformers and TRL).", ""]
         body += ["## Evaluation", ""]
         if rows:
             body.append(_table(["task", "dataset", "metric", "value", "uncertainty", "from"],
@@ -453,11 +453,11 @@ def build_card(stage_dir: str | Path, repo_id: str, *, revision: str | None = No
                  f"`lm_eval --model hf --model_args pretrained={repo_id}"
                  f"{',revision=' + revision if revision else ''} --tasks <task>` evaluates it with lm-eval.", ""]
     elif kind == "tokenizer":
-        body += [f"The byte-level BPE tokenizer of an hfllm run ([hfllm]({HFLLM_URL})), with its ChatML chat "
-                 "template.", "", "```python", "from transformers import AutoTokenizer", "",
+        body += ["The byte-level BPE tokenizer of an hfllm run, with its ChatML chat template.", "", "```python",
+                 "from transformers import AutoTokenizer", "",
                  f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}"{rev})', "```", ""]
     else:
-        body += [f"The train/test text of an hfllm run's data stage ([hfllm]({HFLLM_URL})).", "", "```python",
+        body += ["The train/test text of an hfllm run's data stage.", "", "```python",
                  "from datasets import load_dataset", "",
                  f'ds = load_dataset("{repo_id}"{rev})', "```", ""]
     body += _intended_use(kind, manifest) + [""]
