@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--price", type=float, default=2.0, help="dollars per GPU-hour")
     plan.add_argument("--table", action="store_true", help="print the seed's reference runs")
     plan.set_defaults(func=_plan)
+
+    from hfllm.hub import add_push_command
+
+    add_push_command(sub)
     return parser
 
 

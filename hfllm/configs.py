@@ -134,6 +134,9 @@ def check_config(
         if key == "env":  # TrlParser's own key: environment variables to set
             checked[key] = value
             continue
+        if key == "hub_token":  # the Trainer would pickle it into training_args.bin, which it uploads
+            raise ConfigError("a token never goes in a config or on a command line: set HF_TOKEN or run "
+                              "`hf auth login`", where=where, field=key)
         if key not in fields:
             close = [k for k in fields if k.startswith(str(key)[:4])][:3]
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
@@ -213,6 +216,8 @@ def parse_config(
         os.environ.update({str(k): str(v) for k, v in env.items()})  # as TrlParser does
         values = check_config(values, dataclass_types, where)
     values.update(check_config(overrides or {}, dataclass_types, where))
+    if _said("hub_token", {}, argv):
+        check_config({"hub_token": None}, dataclass_types, "command line")
     filled_in = _precision_defaults(dataclass_types, values, argv)
     parser = _trl_parser(dataclass_types, where)
     parser.argv = list(argv)
