@@ -105,3 +105,13 @@ def test_missing_tokenizer_names_the_field(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_tokenizer(str(tmp_path / "nothing"), field="tokenizer_name")
     assert err.value.field == "tokenizer_name"
+
+
+def test_a_token_in_a_config_or_command_line_is_refused(tmp_path):
+    cfg = write(tmp_path / "p.yaml", "dataset_name: d\ntokenizer_name: t\nhub_token: hf_secret\n")
+    with pytest.raises(ConfigError) as err:
+        parse_config(PRETRAIN, cfg)
+    assert err.value.field == "hub_token" and "hf_secret" not in err.value.one_line()
+    cfg = write(tmp_path / "p.yaml", "dataset_name: d\ntokenizer_name: t\n")
+    with pytest.raises(ConfigError, match="HF_TOKEN"):
+        parse_args(PRETRAIN, ["--config", str(cfg), "--hub_token", "hf_secret"])
