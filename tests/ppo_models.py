@@ -1,0 +1,74 @@
+"""Tiny PPO artefacts for the tests: a BPE tokenizer trained on local text (with hfllm's ChatML
+template), a seeded Llama policy and sequence-classification reward/value models built from
+configs, and chat prompts made of real sentences. Nothing is downloaded."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, GenerationConfig
+
+from hfllm.corpus import iter_documents
+from hfllm.modeling import llama_config
+from hfllm.tokenizer import train_bpe
+
+VOCAB = 512
+
+
+def texts(n: int = 80) -> list[str]:
+    return [d["text"] for _, d in zip(range(n), iter_documents(("pydoc_topics",)))]
+
+
+def tokenizer():
+    return train_bpe(iter(texts()), VOCAB)
+
+
+def sentences(n: int) -> list[str]:
+    """`n` short sentences of Python's own documentation, used as user questions."""
+    found: list[str] = []
+    for text in texts():
+        for s in re.split(r"(?<=[.?!])\s+", " ".join(text.split())):
+            if 20 <= len(s) <= 70 and s not in found:
+                found.append(s)
+                if len(found) == n:
+                    return found
+    raise AssertionError("not enough sentences")
+
+
+def conversations(n: int) -> list[list[dict[str, str]]]:
+    return [[{"role": "user", "content": s}] for s in sentences(n)]
+
+
+def _config(tok, seed_scale: float = 0.02, layers: int = 2, width: int = 32):
+    return llama_config(layers, width, 4, 128, vocab_size=VOCAB, initializer_range=seed_scale,
+                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+
+
+def policy(tok, seed: int = 0, init_scale: float = 0.02):
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(_config(tok, init_scale), dtype=torch.float32)
+    model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                               pad_token_id=tok.pad_token_id)
+    return model
+
+
+def scorer(tok, seed: int = 1, init_scale: float = 0.02):
+    """A sequence-classification model with one output: a reward or a value model."""
+    torch.manual_seed(seed)
+    config = _config(tok, init_scale)
+    config.num_labels = 1
+    return AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
+
+
+def save_models(root: Path, tok, init_scale: float = 0.02) -> dict[str, Path]:
+    """Policy (+ tokenizer), a different reference policy, reward and value model directories."""
+    paths = {name: root / name for name in ("policy", "reference", "reward", "value")}
+    for seed, name in ((0, "policy"), (3, "reference")):
+        policy(tok, seed, init_scale).save_pretrained(paths[name])
+        tok.save_pretrained(paths[name])
+    for seed, name in ((1, "reward"), (2, "value")):
+        scorer(tok, seed, init_scale).save_pretrained(paths[name])
+        tok.save_pretrained(paths[name])
+    return paths
