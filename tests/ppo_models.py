@@ -72,3 +72,38 @@ def save_models(root: Path, tok, init_scale: float = 0.02) -> dict[str, Path]:
         scorer(tok, seed, init_scale).save_pretrained(paths[name])
         tok.save_pretrained(paths[name])
     return paths
+
+
+def prompt_dataset(path: Path, n_train: int = 16, n_test: int = 4) -> Path:
+    """A DatasetDict saved to disk: `messages` conversations (a user question and an assistant
+    reply, as SFT data has them), train and test splits."""
+    import datasets
+
+    questions = sentences(n_train + n_test)
+    rows = [[{"role": "user", "content": q}, {"role": "assistant", "content": "It is in the documentation."}]
+            for q in questions]
+    datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict({"messages": rows[:n_train]}),
+        "test": datasets.Dataset.from_dict({"messages": rows[n_train:]}),
+    }).save_to_disk(str(path))
+    return path
+
+
+def stage_args(paths: dict[str, Path], prompts: Path, output_dir: Path, script: dict | None = None,
+               model: dict | None = None, **config):
+    """The PPO stage's three dataclasses for the tiny artefacts: small, fp32, on the CPU."""
+    from trl import ModelConfig
+
+    from hfllm.alignment.ppo import PPOConfig, PPOScriptArguments
+
+    settings = dict(output_dir=str(output_dir), sft_model_path=str(paths["policy"]),
+                    reward_model_path=str(paths["reward"]), per_device_train_batch_size=4,
+                    gradient_accumulation_steps=1, num_mini_batches=2, num_ppo_epochs=2, total_episodes=16,
+                    response_length=8, learning_rate=1e-3, save_steps=2, bf16=False, use_cpu=True,
+                    gradient_checkpointing=False, missing_eos_penalty=1.0, num_sample_generations=2,
+                    per_device_eval_batch_size=2, report_to="none", disable_tqdm=True, seed=5)
+    settings.update(config)
+    script_args = PPOScriptArguments(**{"dataset_name": str(prompts), "dataset_test_split": "test",
+                                        "value_model_path": str(paths["value"]), **(script or {})})
+    return script_args, PPOConfig(**settings), ModelConfig(**{"model_name_or_path": str(paths["policy"]),
+                                                              **(model or {})})

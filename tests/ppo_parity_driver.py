@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import trl
 from datasets import Dataset
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
-
-import trl
 from trl.experimental.ppo import PPOConfig, PPOTrainer
 from trl.experimental.ppo import ppo_trainer as trl_ppo
 

@@ -23,12 +23,12 @@ import sys
 from pathlib import Path
 
 import datasets
+import ppo_models
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-import ppo_models
 from hfllm.alignment.ppo import PPOConfig, PPOTrainer
 from hfllm.tokenizer import IM_END
 
@@ -97,12 +97,12 @@ def setup(tmp_path_factory):
     tokenizer.eos_token = IM_END  # a chat model's eos: TRL 1.12 looks for eos to waive the missing-EOS penalty
     # Larger initial weights than usual make a peaked policy, so ratios move and clipping happens.
     paths = ppo_models.save_models(root, tokenizer, init_scale=0.3)
-    prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+    prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=True)["input_ids"]
                for c in ppo_models.conversations(8)]
     assert len({len(p) for p in prompts}) > 1  # left padding is exercised
     scenarios = [dict(s, config={**s["config"], "stop_token_id": tokenizer.convert_tokens_to_ids(IM_END)})
                  if s["name"] == "k3_minibatches" else s for s in SCENARIOS]
-    spec = {"policy": str(paths["policy"]), "reference": str(paths["reference"]), "reward": str(paths["reward"]), "value": str(paths["value"]),
+    spec = {**{name: str(path) for name, path in paths.items()},
             "eos_token": IM_END, "prompts": prompts, "responses": fixed_replies(tokenizer, len(prompts)),
             "scenarios": scenarios}
     (root / "spec.json").write_text(json.dumps(spec))

@@ -31,17 +31,25 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import datasets
 import numpy as np
 import torch
 from torch import nn
-from transformers import (GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback,
-                          TrainingArguments)
+from transformers import (
+    GenerationConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
 from transformers.trainer_callback import ExportableState, TrainerState
 from transformers.trainer_utils import TrainOutput
 
@@ -107,7 +115,8 @@ class PPOConfig(TrainingArguments):
         default=None, metadata={"help": "Set by the trainer: per_device_train_batch_size × world_size."}
     )
     local_batch_size: int | None = field(
-        default=None, metadata={"help": "Set by the trainer: per_device_train_batch_size × gradient_accumulation_steps."}
+        default=None,
+        metadata={"help": "Set by the trainer: per_device_train_batch_size × gradient_accumulation_steps."},
     )
     batch_size: int | None = field(default=None, metadata={"help": "Set by the trainer: replies per update."})
     local_mini_batch_size: int | None = field(default=None, metadata={"help": "Set by the trainer: per process."})
@@ -157,10 +166,9 @@ def prompt_column(dataset: datasets.Dataset, where: str | None = None) -> str:
     for column in PROMPT_COLUMNS:
         if column in dataset.column_names:
             return column
-    raise DataError(
-        f"a prompt dataset needs a 'prompt', 'messages' or 'input_ids' column (columns: {', '.join(dataset.column_names)})",
-        where=where, field="prompt",
-    )
+    columns = ", ".join(dataset.column_names)
+    raise DataError(f"a prompt dataset needs a 'prompt', 'messages' or 'input_ids' column (columns: {columns})",
+                    where=where, field="prompt")
 
 
 def _prompt_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -335,6 +343,8 @@ class PPOTrainer(Trainer):
         if peft_config is not None:
             from peft import PeftModel, get_peft_model
 
+            set_seed(args.seed)  # the adapters' initial weights, the same on every run of a config
+
             if isinstance(model, PeftModel):
                 raise ValueError("Pass the base model with `peft_config`, not a PeftModel.")
             model = get_peft_model(model, peft_config)
@@ -375,11 +385,11 @@ class PPOTrainer(Trainer):
         args.micro_batch_size = args.per_device_train_batch_size * args.world_size
         args.batch_size = args.local_batch_size * args.world_size
         if args.batch_size % args.num_mini_batches or args.local_batch_size % args.num_mini_batches:
-            raise ValueError(f"The batch ({args.batch_size}) must split into num_mini_batches={args.num_mini_batches}.")
+            raise ValueError(f"A batch of {args.batch_size} does not split into {args.num_mini_batches} mini-batches.")
         args.mini_batch_size = args.batch_size // args.num_mini_batches
         args.local_mini_batch_size = args.local_batch_size // args.num_mini_batches
         if args.whiten_rewards and args.local_mini_batch_size < 8:
-            raise ValueError(f"whiten_rewards needs mini-batches of at least 8 rows, got {args.local_mini_batch_size}.")
+            raise ValueError(f"whiten_rewards needs mini-batches of 8 rows or more, not {args.local_mini_batch_size}.")
         if num_prompts < args.batch_size:
             raise ValueError(f"{num_prompts} prompts are fewer than one update's batch of {args.batch_size}.")
         if args.total_episodes is None:
@@ -400,7 +410,8 @@ class PPOTrainer(Trainer):
         args = self.args
         per_pass = len(self.train_dataset) // args.batch_size
         dataset_pass, batch = divmod(update - 1, per_pass)
-        order = torch.randperm(len(self.train_dataset), generator=torch.Generator().manual_seed(self._seed(dataset_pass)))
+        generator = torch.Generator().manual_seed(self._seed(dataset_pass))
+        order = torch.randperm(len(self.train_dataset), generator=generator)
         start = batch * args.batch_size + self.accelerator.process_index * args.local_batch_size
         return order[start : start + args.local_batch_size].tolist()
 
@@ -618,8 +629,8 @@ class PPOTrainer(Trainer):
             for module in (self.policy_model, self.value_model):
                 module.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         if checkpoint is not None:
-            self._load_from_checkpoint(checkpoint, model=self.policy_model)
-            self._load_from_checkpoint(str(Path(checkpoint) / VALUE_MODEL_DIR), model=self.value_model)
+            load_weights(self.policy_model, Path(checkpoint))
+            load_weights(self.value_model, Path(checkpoint) / VALUE_MODEL_DIR)
         self.create_optimizer()
         # Mini-batches are accumulated here (ppo_epochs), not by Accelerate's step counter.
         self.accelerator.gradient_accumulation_steps = 1
@@ -633,7 +644,8 @@ class PPOTrainer(Trainer):
             self._load_optimizer_and_scheduler(checkpoint)
             self._load_rng_state(checkpoint)
             self.state = OnlineTrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
-        self.state.init_training_references(self, args.num_total_batches, args.total_episodes / len(self.train_dataset), None)
+        epochs = args.total_episodes / len(self.train_dataset)
+        self.state.init_training_references(self, args.num_total_batches, epochs, None)
         self.state.compute_steps(args, args.num_total_batches)
         self.state.train_batch_size = args.batch_size
         for name in ("model", "optimizer", "lr_scheduler"):
@@ -662,8 +674,8 @@ class PPOTrainer(Trainer):
             scores = sequence_scores(self.reward_model, torch.cat([queries, responses], 1), pad,
                                      queries.shape[1] + last)
         decode = self.processing_class.batch_decode
-        for prompt, reply, score in zip(decode(queries, skip_special_tokens=True), decode(responses, skip_special_tokens=True),
-                                        scores.tolist()):
+        prompts, replies = decode(queries, skip_special_tokens=True), decode(responses, skip_special_tokens=True)
+        for prompt, reply, score in zip(prompts, replies, scores.tolist()):
             self.completions.append({"update": update, "prompt": prompt, "completion": reply, "score": score})
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
@@ -677,6 +689,32 @@ class PPOTrainer(Trainer):
         self.accelerator.wait_for_everyone()
 
 
+def load_weights(model: nn.Module, directory: Path) -> None:
+    """Load what `save_pretrained` wrote in `directory` into `model` in place: a PEFT model's
+    adapter, or a model's (possibly sharded) safetensors, every weight accounted for."""
+    from safetensors.torch import load_file
+
+    if hasattr(model, "peft_config"):
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(model, load_file(str(directory / "adapter_model.safetensors")))
+        if result.unexpected_keys:
+            raise ValueError(f"{directory}: adapter weights the model does not have: {result.unexpected_keys[:5]}")
+        return
+    index = directory / "model.safetensors.index.json"
+    files = set(json.loads(index.read_text())["weight_map"].values()) if index.exists() else {"model.safetensors"}
+    state: dict[str, torch.Tensor] = {}
+    for name in sorted(files):
+        state.update(load_file(str(directory / name)))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    current = model.state_dict()
+    loaded = {current[k].data_ptr() for k in state if k in current}
+    untied = [k for k in missing if current[k].data_ptr() not in loaded]  # a tied weight comes with its twin
+    if unexpected or untied:
+        raise ValueError(f"{directory}: weights do not match the model (missing {untied[:5]}, unexpected "
+                         f"{unexpected[:5]})")
+
+
 def _frozen_copy(model: PreTrainedModel) -> PreTrainedModel:
     """A copy of the policy as the reference, without gradients."""
     import copy
@@ -687,9 +725,235 @@ def _frozen_copy(model: PreTrainedModel) -> PreTrainedModel:
     return ref.eval()
 
 
-def read_log_history(output_dir: str | Path) -> list[dict[str, Any]]:
-    """The per-update metrics of the newest checkpoint in `output_dir` (for tests and reports)."""
-    from transformers.trainer_utils import get_last_checkpoint
+# -------------------------------------------------------------------------------------- stage
 
-    last = get_last_checkpoint(str(output_dir))
-    return json.loads((Path(last) / "trainer_state.json").read_text())["log_history"] if last else []
+@dataclass
+class PPOScriptArguments:
+    """The prompts (TRL's `ScriptArguments` names) and hfllm's own PPO-stage settings."""
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Prompts: a dataset dir, json/jsonl/parquet file or Hub id with a `prompt` (text or "
+                  "messages), `messages` or `input_ids` column."},
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
+    dataset_train_split: str = field(default="train", metadata={"help": "Split PPO trains on."})
+    dataset_test_split: str | None = field(
+        default=None, metadata={"help": "Split whose first prompts get sample replies in the report (none if unset)."}
+    )
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={"help": "Longest prompt allowed, in tokens (a longer one is an error naming its row). Unset: what "
+                  "the policy's context leaves after response_length."},
+    )
+    value_model_path: str | None = field(
+        default=None, metadata={"help": "Value model to start from; unset: the reward model, as TRL's script did."}
+    )
+
+
+def _load_scorer(path: str, field_name: str, tokenizer: PreTrainedTokenizerBase, policy: PreTrainedModel,
+                 trust_remote_code: bool) -> PreTrainedModel:
+    """A reward or value model: a one-output sequence classifier over the policy's tokenizer."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from hfllm.errors import ConfigError
+
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        reason = str(err).splitlines()[0]
+        raise ConfigError(f"cannot load a model from {path!r} ({reason})", field=field_name) from None
+    architectures = config.architectures or []
+    if not any(a.endswith("ForSequenceClassification") for a in architectures) or config.num_labels != 1:
+        raise ConfigError(f"{path} is not a reward model: needs a sequence classifier with one output "
+                          f"(architectures {architectures}, num_labels {config.num_labels})", field=field_name)
+    try:
+        own_tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):
+        own_tokenizer = None
+    if own_tokenizer is not None and own_tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise ConfigError(f"the tokenizer of {path} ({len(own_tokenizer)} tokens) differs from the policy's "
+                          f"({len(tokenizer)} tokens): score with a model trained on the policy's tokenizer",
+                          field=field_name)
+    if own_tokenizer is None and config.vocab_size != policy.config.vocab_size:
+        raise ConfigError(f"{path} has vocab_size {config.vocab_size}, the policy {policy.config.vocab_size}, and no "
+                          "tokenizer to compare: it cannot score the policy's tokens", field=field_name)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32,
+                                                               trust_remote_code=trust_remote_code)
+    if model.config.vocab_size < len(tokenizer):
+        raise ConfigError(f"{path} has vocab_size {model.config.vocab_size}, fewer than the tokenizer's "
+                          f"{len(tokenizer)} tokens", field=field_name)
+    return model
+
+
+def _load_prompt_split(name: str, split: str, config: str | None) -> datasets.Dataset:
+    from hfllm.data.loading import load_text_dataset
+
+    for column in PROMPT_COLUMNS:  # load_text_dataset checks one column: try each accepted one
+        try:
+            return load_text_dataset(name, split, text_field=column, config=config)
+        except DataError as err:
+            if err.field != column:
+                raise
+            missing = err
+    raise DataError(f"a prompt dataset needs a 'prompt', 'messages' or 'input_ids' column ({missing.message})",
+                    where=name, field="prompt")
+
+
+def _curves(log_history: list[dict[str, Any]]):
+    """Reward, KL and reply length against the update: the report's PPO plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in log_history if "objective/scores" in r]
+    steps = [r["step"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    panels = [("reward", [("objective/scores", "reward-model score"), ("objective/rlhf_reward", "score - β·KL")]),
+              ("KL to the reference (nats/reply)", [("objective/kl", "KL")]),
+              ("reply length (tokens)", [("completions/mean_length", "mean length")])]
+    for ax, (ylabel, keys) in zip(axes, panels):
+        for key, label in keys:
+            ax.plot(steps, [r[key] for r in rows], "o-" if len(rows) < 30 else "-", label=label, markersize=3)
+        ax.set_xlabel("PPO update")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if len(keys) > 1:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _generation_config(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stop_token_id: int | None):
+    """The saved model stops at the end of its turn (the stop token) and at the end of text."""
+    config = policy.generation_config
+    stops = [t for t in (stop_token_id, tokenizer.eos_token_id) if t is not None]
+    config.eos_token_id = list(dict.fromkeys(stops)) or None
+    config.pad_token_id = tokenizer.pad_token_id
+    config.bos_token_id = tokenizer.bos_token_id
+    return config
+
+
+def run_ppo_stage(
+    script_args: PPOScriptArguments,
+    ppo_config: PPOConfig,
+    model_args: Any,
+    *,
+    context: Any,
+    callbacks: list[TrainerCallback] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """PPO from the SFT policy (`sft_model_path`; tokenizer from `model_name_or_path`, else the
+    policy's dir) against `reward_model_path`, the value model starting from the reward model, as
+    TRL's ppo.py script did. Resumes from the newest complete checkpoint in `output_dir`. Writes a
+    standard model dir (LoRA adapters merged), its value model in `value_model/`, sample replies
+    in `completions.jsonl`; reports reward, KL and reply-length curves."""
+    from hfllm.errors import ConfigError
+    from hfllm.memory import keep_freed_memory_on_cpu
+    from hfllm.modeling import check_vocab, load_causal_lm, load_tokenizer
+    from hfllm.pretrain import checkpoint_step, last_complete_checkpoint
+
+    args = ppo_config
+    if not script_args.dataset_name:
+        raise ConfigError("set the prompt dataset", field="dataset_name")
+    if getattr(model_args, "load_in_4bit", False) or getattr(model_args, "load_in_8bit", False):
+        raise ConfigError("quantized loading is not supported by hfllm's PPO", field="load_in_4bit")
+    trust = bool(getattr(model_args, "trust_remote_code", False))
+    load_kwargs = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
+    tokenizer_path = model_args.model_name_or_path or args.sft_model_path
+    tokenizer = load_tokenizer(tokenizer_path, field="model_name_or_path" if model_args.model_name_or_path
+                               else "sft_model_path", trust_remote_code=trust)
+    if tokenizer.pad_token_id is None:
+        raise ConfigError(f"the tokenizer of {tokenizer_path} has no pad token", field="model_name_or_path")
+    policy = load_causal_lm(args.sft_model_path, field="sft_model_path", trust_remote_code=trust, **load_kwargs)
+    check_vocab(policy, tokenizer, args.sft_model_path, field="sft_model_path")
+    reward_model = _load_scorer(args.reward_model_path, "reward_model_path", tokenizer, policy, trust)
+    value_field = "value_model_path" if script_args.value_model_path else "reward_model_path"
+    value_model = _load_scorer(script_args.value_model_path or args.reward_model_path, value_field, tokenizer,
+                               policy, trust)
+
+    context_length = getattr(policy.config, "max_position_embeddings", None)
+    limit = script_args.max_prompt_length
+    if context_length is not None:
+        room = context_length - args.response_length
+        if room <= 0 or (limit is not None and limit > room):
+            raise ConfigError(f"prompts of {limit or 1} tokens plus response_length {args.response_length} exceed "
+                              f"the policy's context of {context_length} tokens", field="response_length")
+        limit = limit if limit is not None else room
+    train_prompts = tokenize_prompts(
+        _load_prompt_split(script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config),
+        tokenizer, max_prompt_length=limit, num_proc=args.dataset_num_proc, where=script_args.dataset_name)
+    if len(train_prompts) < args.per_device_train_batch_size * args.gradient_accumulation_steps:
+        raise DataError(f"{len(train_prompts)} prompts, fewer than one update's batch "
+                        f"(per_device_train_batch_size × gradient_accumulation_steps)",
+                        where=script_args.dataset_name, field=script_args.dataset_train_split)
+    eval_prompts = None
+    if script_args.dataset_test_split:
+        eval_prompts = tokenize_prompts(
+            _load_prompt_split(script_args.dataset_name, script_args.dataset_test_split, script_args.dataset_config),
+            tokenizer, max_prompt_length=limit, num_proc=args.dataset_num_proc, where=script_args.dataset_name)
+
+    peft_config = None
+    if getattr(model_args, "use_peft", False):
+        from trl import get_peft_config
+
+        peft_config = get_peft_config(model_args)
+    ref_model = None if peft_config is not None else load_causal_lm(
+        args.sft_model_path, field="sft_model_path", trust_remote_code=trust, **load_kwargs)
+    output_dir = Path(args.output_dir)
+    resume = last_complete_checkpoint(output_dir) if output_dir.exists() else None
+    memory_kept = keep_freed_memory_on_cpu(args)
+    trainer = PPOTrainer(args, tokenizer, policy, ref_model, reward_model, train_prompts, value_model,
+                         eval_dataset=eval_prompts, callbacks=callbacks, peft_config=peft_config)
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+
+    final = trainer.policy_model.merge_and_unload() if trainer.is_peft_model else trainer.policy_model
+    final.generation_config = _generation_config(final, tokenizer, trainer.stop_token_id)
+    if args.should_save:
+        final.save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
+        trainer.value_model.save_pretrained(output_dir / VALUE_MODEL_DIR)
+        tokenizer.save_pretrained(output_dir / VALUE_MODEL_DIR)
+        with (output_dir / "completions.jsonl").open("w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in trainer.completions)
+
+    history = [r for r in trainer.state.log_history if "objective/scores" in r]
+    last = history[-1] if history else {}
+    metrics: dict[str, Any] = {
+        "updates": trainer.state.global_step,
+        "episodes": trainer.state.episode,
+        "train_prompts": len(train_prompts),
+        "parameters": sum(p.numel() for p in final.parameters()),
+        "peft": peft_config is not None,
+        "stop_token": None if trainer.stop_token_id is None else tokenizer.decode([trainer.stop_token_id]),
+        "first_scores": history[0]["objective/scores"] if history else None,
+        **{k: last[k] for k in ("objective/scores", "objective/rlhf_reward", "objective/kl", "objective/entropy",
+                                "policy/clipfrac_avg", "policy/approxkl_avg", "loss/value_avg",
+                                "completions/mean_length", "completions/clipped_ratio") if k in last},
+        "train_runtime": result.metrics.get("train_runtime"),
+        "keep_freed_memory": memory_kept,
+        "resumed_from": f"checkpoint-{checkpoint_step(resume)}" if resume else None,
+    }
+    section = context.section
+    section.text(
+        f"PPO from `{args.sft_model_path}` against the reward model `{args.reward_model_path}`"
+        f"{' (LoRA adapters, merged)' if peft_config is not None else ''}: {metrics['updates']} updates of "
+        f"{args.batch_size} replies (at most {args.response_length} tokens, stopping at "
+        f"`{metrics['stop_token']}`), KL coefficient {args.kl_coef} ({args.kl_estimator}), "
+        f"{args.num_ppo_epochs} PPO epochs × {args.num_mini_batches} mini-batches per update."
+    )
+    section.plot(_curves(trainer.state.log_history), "curves", "reward, KL and reply length per PPO update")
+    samples = [c for c in trainer.completions if c["update"] == trainer.completions[-1]["update"]][:4] \
+        if trainer.completions else []
+    if samples:
+        section.text(f"Replies to held-out prompts after update {samples[0]['update']} (near-greedy):")
+        section.table(["prompt", "reply", "score"],
+                      [[_cell(s["prompt"]), _cell(s["completion"]), s["score"]] for s in samples])
+    return metrics
+
+
+def _cell(text: str, limit: int = 120) -> str:
+    """Text for one markdown table cell: one line, pipes escaped, cut to `limit` characters."""
+    one_line = " ".join(text.split()).replace("|", "\\|")
+    return one_line if len(one_line) <= limit else one_line[: limit - 1] + "…"
