@@ -41,8 +41,8 @@ def conversations(n: int) -> list[list[dict[str, str]]]:
     return [[{"role": "user", "content": s}] for s in sentences(n)]
 
 
-def _config(tok, seed_scale: float = 0.02, layers: int = 2, width: int = 32):
-    return llama_config(layers, width, 4, 128, vocab_size=VOCAB, initializer_range=seed_scale,
+def _config(tok, init_scale: float = 0.02, vocab: int = VOCAB):
+    return llama_config(2, 32, 4, 128, vocab_size=vocab, initializer_range=init_scale,
                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
 
 
@@ -54,10 +54,10 @@ def policy(tok, seed: int = 0, init_scale: float = 0.02):
     return model
 
 
-def scorer(tok, seed: int = 1, init_scale: float = 0.02):
+def scorer(tok, seed: int = 1, init_scale: float = 0.02, vocab: int = VOCAB):
     """A sequence-classification model with one output: a reward or a value model."""
     torch.manual_seed(seed)
-    config = _config(tok, init_scale)
+    config = _config(tok, init_scale, vocab)
     config.num_labels = 1
     return AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
 

@@ -19,11 +19,13 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    HfArgumentParser,
     PreTrainedTokenizerFast,
     TrainerCallback,
 )
+from trl import ModelConfig
 
-from hfllm.alignment.ppo import PPOConfig, PPOTrainer, run_ppo_stage, tokenize_prompts
+from hfllm.alignment.ppo import PPOConfig, PPOScriptArguments, PPOTrainer, run_ppo_stage, tokenize_prompts
 from hfllm.errors import ConfigError, DataError
 from hfllm.report import Section, StageContext
 from hfllm.tokenizer import CHAT_TEMPLATE, EOS, IM_END, train_bpe
@@ -211,11 +213,14 @@ def test_bad_input_is_one_error_naming_the_field(artefacts, tmp_path):
     foreign = tmp_path / "foreign_reward"
     ppo_models.scorer(other).save_pretrained(foreign)
     other.save_pretrained(foreign)
+    untokenized = tmp_path / "reward_without_tokenizer"
+    ppo_models.scorer(tok, vocab=576).save_pretrained(untokenized)
     no_prompt = tmp_path / "no_prompt.jsonl"
     no_prompt.write_text("".join(json.dumps({"text": s}) + "\n" for s in ppo_models.sentences(8)))
     out = tmp_path / "ppo"
     cases = [
         (ConfigError, "reward_model_path", "differs from the policy's", {"reward_model_path": str(foreign)}, {}),
+        (ConfigError, "reward_model_path", "no tokenizer to compare", {"reward_model_path": str(untokenized)}, {}),
         (ConfigError, "reward_model_path", "not a reward model", {"reward_model_path": str(paths["policy"])}, {}),
         (ConfigError, "reward_model_path", "cannot load", {"reward_model_path": str(tmp_path / "none")}, {}),
         (ConfigError, "value_model_path", "cannot load", {}, {"value_model_path": str(tmp_path / "none")}),
@@ -223,6 +228,7 @@ def test_bad_input_is_one_error_naming_the_field(artefacts, tmp_path):
          {"dataset_name": str(no_prompt), "dataset_test_split": None}),
         (DataError, "messages", "row 0: prompt is", {}, {"max_prompt_length": 4}),
         (ConfigError, "response_length", "exceed the policy's context", {"response_length": 200}, {}),
+        (ConfigError, "dataset_streaming", "cannot stream", {}, {"dataset_streaming": True}),
     ]
     for error, field, message, config, script in cases:
         with pytest.raises(error) as err:
@@ -232,3 +238,21 @@ def test_bad_input_is_one_error_naming_the_field(artefacts, tmp_path):
         if error is DataError:
             assert err.value.where in (str(no_prompt), str(prompts))
         assert not out.exists()  # refused before anything is written
+
+
+def test_trl_ppo_script_flags_parse():
+    """The command line of TRL 1.12's examples/scripts/ppo/ppo.py, as a config, parses into the
+    stage's dataclasses unchanged (bf16 off: this CPU has none)."""
+    flags = {
+        "dataset_name": "trl-internal-testing/descriptiveness-sentiment-trl-style",
+        "dataset_train_split": "descriptiveness", "output_dir": "pythia-1b-deduped-ppo", "num_ppo_epochs": 1,
+        "num_mini_batches": 1, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 16,
+        "total_episodes": 10000, "model_name_or_path": "EleutherAI/pythia-1b-deduped",
+        "sft_model_path": "EleutherAI/pythia-1b-deduped", "reward_model_path": "EleutherAI/pythia-1b-deduped",
+        "local_rollout_forward_batch_size": 1, "missing_eos_penalty": 1.0, "bf16": False,
+    }
+    script, config, model = HfArgumentParser((PPOScriptArguments, PPOConfig, ModelConfig)).parse_dict(flags)
+    assert (script.dataset_train_split, config.gradient_accumulation_steps, config.missing_eos_penalty) == (
+        "descriptiveness", 16, 1.0)
+    assert (model.model_name_or_path, config.sft_model_path) == ("EleutherAI/pythia-1b-deduped",) * 2
+    assert (config.learning_rate, config.kl_coef, config.response_length) == (3e-6, 0.05, 53)  # TRL's defaults

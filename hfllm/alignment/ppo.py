@@ -42,6 +42,9 @@ import numpy as np
 import torch
 from torch import nn
 from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
     GenerationConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -52,9 +55,15 @@ from transformers import (
 )
 from transformers.trainer_callback import ExportableState, TrainerState
 from transformers.trainer_utils import TrainOutput
+from trl import ModelConfig, ScriptArguments, get_peft_config
 
 from hfllm.alignment import ppo_math as pm
-from hfllm.errors import DataError
+from hfllm.data.loading import load_text_dataset
+from hfllm.errors import ConfigError, DataError
+from hfllm.memory import keep_freed_memory_on_cpu
+from hfllm.modeling import check_vocab, load_causal_lm, load_tokenizer
+from hfllm.pretrain import checkpoint_step, last_complete_checkpoint
+from hfllm.report import StageContext
 
 VALUE_MODEL_DIR = "value_model"  # the value model's subfolder in checkpoints and in the output dir
 CHAT_STOP_TOKEN = "<|im_end|>"  # the ChatML end of turn (hfllm.tokenizer.IM_END)
@@ -728,18 +737,14 @@ def _frozen_copy(model: PreTrainedModel) -> PreTrainedModel:
 # -------------------------------------------------------------------------------------- stage
 
 @dataclass
-class PPOScriptArguments:
-    """The prompts (TRL's `ScriptArguments` names) and hfllm's own PPO-stage settings."""
+class PPOScriptArguments(ScriptArguments):
+    """The prompts: TRL's `ScriptArguments` (what TRL's ppo.py parsed), and hfllm's checks.
 
-    dataset_name: str | None = field(
-        default=None,
-        metadata={"help": "Prompts: a dataset dir, json/jsonl/parquet file or Hub id with a `prompt` (text or "
-                  "messages), `messages` or `input_ids` column."},
-    )
-    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
-    dataset_train_split: str = field(default="train", metadata={"help": "Split PPO trains on."})
+    `dataset_name` has a `prompt` (text or messages), `messages` or `input_ids` column."""
+
     dataset_test_split: str | None = field(
-        default=None, metadata={"help": "Split whose first prompts get sample replies in the report (none if unset)."}
+        default=None,
+        metadata={"help": "Split whose first prompts get sample replies during training (none if unset)."},
     )
     max_prompt_length: int | None = field(
         default=None,
@@ -751,15 +756,11 @@ class PPOScriptArguments:
     )
 
 
-def _load_scorer(path: str, field_name: str, tokenizer: PreTrainedTokenizerBase, policy: PreTrainedModel,
-                 trust_remote_code: bool) -> PreTrainedModel:
+def _load_scorer(path: str, field_name: str, tokenizer: PreTrainedTokenizerBase,
+                 policy: PreTrainedModel) -> PreTrainedModel:
     """A reward or value model: a one-output sequence classifier over the policy's tokenizer."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-
-    from hfllm.errors import ConfigError
-
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as err:
         reason = str(err).splitlines()[0]
         raise ConfigError(f"cannot load a model from {path!r} ({reason})", field=field_name) from None
@@ -768,8 +769,8 @@ def _load_scorer(path: str, field_name: str, tokenizer: PreTrainedTokenizerBase,
         raise ConfigError(f"{path} is not a reward model: needs a sequence classifier with one output "
                           f"(architectures {architectures}, num_labels {config.num_labels})", field=field_name)
     try:
-        own_tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError):
+        own_tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception:  # noqa: BLE001 — no (loadable) tokenizer there: compare vocabulary sizes instead
         own_tokenizer = None
     if own_tokenizer is not None and own_tokenizer.get_vocab() != tokenizer.get_vocab():
         raise ConfigError(f"the tokenizer of {path} ({len(own_tokenizer)} tokens) differs from the policy's "
@@ -778,8 +779,7 @@ def _load_scorer(path: str, field_name: str, tokenizer: PreTrainedTokenizerBase,
     if own_tokenizer is None and config.vocab_size != policy.config.vocab_size:
         raise ConfigError(f"{path} has vocab_size {config.vocab_size}, the policy {policy.config.vocab_size}, and no "
                           "tokenizer to compare: it cannot score the policy's tokens", field=field_name)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32,
-                                                               trust_remote_code=trust_remote_code)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
     if model.config.vocab_size < len(tokenizer):
         raise ConfigError(f"{path} has vocab_size {model.config.vocab_size}, fewer than the tokenizer's "
                           f"{len(tokenizer)} tokens", field=field_name)
@@ -787,8 +787,6 @@ def _load_scorer(path: str, field_name: str, tokenizer: PreTrainedTokenizerBase,
 
 
 def _load_prompt_split(name: str, split: str, config: str | None) -> datasets.Dataset:
-    from hfllm.data.loading import load_text_dataset
-
     for column in PROMPT_COLUMNS:  # load_text_dataset checks one column: try each accepted one
         try:
             return load_text_dataset(name, split, text_field=column, config=config)
@@ -838,9 +836,9 @@ def _generation_config(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
 def run_ppo_stage(
     script_args: PPOScriptArguments,
     ppo_config: PPOConfig,
-    model_args: Any,
+    model_args: ModelConfig,
     *,
-    context: Any,
+    context: StageContext,
     callbacks: list[TrainerCallback] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
@@ -849,29 +847,25 @@ def run_ppo_stage(
     TRL's ppo.py script did. Resumes from the newest complete checkpoint in `output_dir`. Writes a
     standard model dir (LoRA adapters merged), its value model in `value_model/`, sample replies
     in `completions.jsonl`; reports reward, KL and reply-length curves."""
-    from hfllm.errors import ConfigError
-    from hfllm.memory import keep_freed_memory_on_cpu
-    from hfllm.modeling import check_vocab, load_causal_lm, load_tokenizer
-    from hfllm.pretrain import checkpoint_step, last_complete_checkpoint
-
     args = ppo_config
     if not script_args.dataset_name:
         raise ConfigError("set the prompt dataset", field="dataset_name")
-    if getattr(model_args, "load_in_4bit", False) or getattr(model_args, "load_in_8bit", False):
+    if script_args.dataset_streaming:
+        raise ConfigError("PPO samples prompts from the whole dataset: it cannot stream", field="dataset_streaming")
+    if model_args.load_in_4bit or model_args.load_in_8bit:
         raise ConfigError("quantized loading is not supported by hfllm's PPO", field="load_in_4bit")
-    trust = bool(getattr(model_args, "trust_remote_code", False))
     load_kwargs = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
     tokenizer_path = model_args.model_name_or_path or args.sft_model_path
     tokenizer = load_tokenizer(tokenizer_path, field="model_name_or_path" if model_args.model_name_or_path
-                               else "sft_model_path", trust_remote_code=trust)
+                               else "sft_model_path")
     if tokenizer.pad_token_id is None:
         raise ConfigError(f"the tokenizer of {tokenizer_path} has no pad token", field="model_name_or_path")
-    policy = load_causal_lm(args.sft_model_path, field="sft_model_path", trust_remote_code=trust, **load_kwargs)
+    policy = load_causal_lm(args.sft_model_path, field="sft_model_path", **load_kwargs)
     check_vocab(policy, tokenizer, args.sft_model_path, field="sft_model_path")
-    reward_model = _load_scorer(args.reward_model_path, "reward_model_path", tokenizer, policy, trust)
+    reward_model = _load_scorer(args.reward_model_path, "reward_model_path", tokenizer, policy)
     value_field = "value_model_path" if script_args.value_model_path else "reward_model_path"
     value_model = _load_scorer(script_args.value_model_path or args.reward_model_path, value_field, tokenizer,
-                               policy, trust)
+                               policy)
 
     context_length = getattr(policy.config, "max_position_embeddings", None)
     limit = script_args.max_prompt_length
@@ -895,17 +889,18 @@ def run_ppo_stage(
             tokenizer, max_prompt_length=limit, num_proc=args.dataset_num_proc, where=script_args.dataset_name)
 
     peft_config = None
-    if getattr(model_args, "use_peft", False):
-        from trl import get_peft_config
-
+    if model_args.use_peft:
         peft_config = get_peft_config(model_args)
     ref_model = None if peft_config is not None else load_causal_lm(
-        args.sft_model_path, field="sft_model_path", trust_remote_code=trust, **load_kwargs)
+        args.sft_model_path, field="sft_model_path", **load_kwargs)
     output_dir = Path(args.output_dir)
     resume = last_complete_checkpoint(output_dir) if output_dir.exists() else None
     memory_kept = keep_freed_memory_on_cpu(args)
     trainer = PPOTrainer(args, tokenizer, policy, ref_model, reward_model, train_prompts, value_model,
                          eval_dataset=eval_prompts, callbacks=callbacks, peft_config=peft_config)
+    if script_args.ignore_bias_buffers:  # TRL scripts' DDP workaround: boolean buffers are not synchronised
+        trainer.model._ddp_params_and_buffers_to_ignore = [
+            name for name, buffer in trainer.model.named_buffers() if buffer.dtype == torch.bool]
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
     final = trainer.policy_model.merge_and_unload() if trainer.is_peft_model else trainer.policy_model
