@@ -5,6 +5,7 @@ configs, and chat prompts made of real sentences. Nothing is downloaded."""
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -15,6 +16,19 @@ from hfllm.modeling import llama_config
 from hfllm.tokenizer import train_bpe
 
 VOCAB = 512
+# Models this small run fastest on one thread: a second one mostly waits for a core that the
+# other processes on a shared machine hold (≈ 10× slower updates under load).
+ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1"}
+
+
+@contextmanager
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def texts(n: int = 80) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,12 @@ from hfllm.report import Section, StageContext
 from hfllm.tokenizer import CHAT_TEMPLATE, EOS, IM_END, train_bpe
 
 HERE = Path(__file__).parent
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    with ppo_models.one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +153,7 @@ def test_resume_after_kill_repeats_the_same_updates(artefacts, uninterrupted, tm
     spec.write_text(json.dumps({"paths": {k: str(v) for k, v in paths.items()}, "prompts": str(prompts),
                                 "output_dir": str(out)}))
     proc = subprocess.run([sys.executable, str(HERE / "ppo_resume_driver.py"), "3", str(spec)],
-                          capture_output=True, text=True, check=False)
+                          capture_output=True, text=True, check=False, env={**os.environ, **ppo_models.ONE_THREAD_ENV})
     assert proc.returncode == -9, proc.stderr[-3000:]
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
     assert not (out / "model.safetensors").exists()

@@ -90,6 +90,12 @@ def fixed_replies(tokenizer, n: int) -> list[list[int]]:
     return replies
 
 
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    with ppo_models.one_thread():
+        yield
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("ppo_parity")
@@ -106,7 +112,8 @@ def setup(tmp_path_factory):
             "eos_token": IM_END, "prompts": prompts, "responses": fixed_replies(tokenizer, len(prompts)),
             "scenarios": scenarios}
     (root / "spec.json").write_text(json.dumps(spec))
-    env = dict(os.environ, PYTHONPATH=str(trl_dir()), TRL_EXPERIMENTAL_SILENCE="1", CUDA_VISIBLE_DEVICES="")
+    env = dict(os.environ, PYTHONPATH=str(trl_dir()), TRL_EXPERIMENTAL_SILENCE="1", CUDA_VISIBLE_DEVICES="",
+               **ppo_models.ONE_THREAD_ENV)
     proc = subprocess.run([sys.executable, str(HERE / "ppo_parity_driver.py"), str(root / "spec.json"),
                            str(root / "trl")], capture_output=True, text=True, env=env, cwd=root)
     assert proc.returncode == 0, proc.stderr[-4000:]
