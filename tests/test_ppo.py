@@ -137,7 +137,7 @@ def test_stage_writes_a_model_dir_value_model_and_report(artefacts, uninterrupte
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     assert (out / "checkpoint-2" / "value_model" / "model.safetensors").exists()
     samples = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
-    assert {s["update"] for s in samples} == {1, 3} and all(isinstance(s["score"], float) for s in samples)
+    assert {s["update"] for s in samples} == {1, 3, 4} and all(isinstance(s["score"], float) for s in samples)
 
     ctx.section.save(tmp_path, tmp_path)
     blocks = json.loads((tmp_path / "report_section.json").read_text())["blocks"]

@@ -20,8 +20,10 @@ Where it differs from TRL 1.12, on purpose:
   update), so a run killed after update k and restarted from checkpoint-k repeats update k+1
   exactly; checkpoints hold the policy (or its adapter), the value model in `value_model/`, the
   optimizer, scheduler and trainer state;
-- gradients are clipped to `max_grad_norm` (TRL 1.12 ignored it; 0 turns clipping off),
-  `max_steps > 0` caps the number of updates, and `gradient_checkpointing` is applied.
+- each mini-batch is one optimizer step (TRL 1.12, with both num_mini_batches and
+  gradient_accumulation_steps above 1, stepped every gradient_accumulation_steps micro-batches,
+  across mini-batches); gradients are clipped to `max_grad_norm` (TRL ignored it; 0: no clipping);
+  `max_steps > 0` caps the number of updates; `gradient_checkpointing` is applied.
 LoRA as TRL 1.12: with `peft_config` the policy gets adapters and the reference is the same base
 with them switched off (no second copy); the value model is trained in full.
 """
@@ -633,10 +635,13 @@ class PPOTrainer(Trainer):
     def _prepare(self, checkpoint: str | None) -> None:
         """Optimizer, scheduler, Accelerate, gradient checkpointing, state; restored from a checkpoint."""
         args = self.args
-        if args.gradient_checkpointing:
+        if args.gradient_checkpointing:  # transformers ≥ 5.23 names it activation checkpointing
             kwargs = args.gradient_checkpointing_kwargs or {"use_reentrant": False}
             for module in (self.policy_model, self.value_model):
-                module.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+                if hasattr(module, "activation_checkpointing_enable"):
+                    module.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+                else:
+                    module.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         if checkpoint is not None:
             load_weights(self.policy_model, Path(checkpoint))
             load_weights(self.value_model, Path(checkpoint) / VALUE_MODEL_DIR)
@@ -902,6 +907,8 @@ def run_ppo_stage(
         trainer.model._ddp_params_and_buffers_to_ignore = [
             name for name, buffer in trainer.model.named_buffers() if buffer.dtype == torch.bool]
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if not trainer.completions or trainer.completions[-1]["update"] != trainer.state.global_step:
+        trainer.generate_completions(trainer.state.global_step)  # the report shows the final policy's replies
 
     final = trainer.policy_model.merge_and_unload() if trainer.is_peft_model else trainer.policy_model
     final.generation_config = _generation_config(final, tokenizer, trainer.stop_token_id)
