@@ -42,6 +42,7 @@ from typing import Any, Literal
 import datasets
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -56,7 +57,7 @@ from transformers import (
     set_seed,
 )
 from transformers.trainer_callback import ExportableState, TrainerState
-from transformers.trainer_utils import TrainOutput
+from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 from trl import ModelConfig, ScriptArguments, get_peft_config
 
 from hfllm.alignment import ppo_math as pm
@@ -66,9 +67,9 @@ from hfllm.memory import keep_freed_memory_on_cpu
 from hfllm.modeling import check_vocab, load_causal_lm, load_tokenizer
 from hfllm.pretrain import checkpoint_step, last_complete_checkpoint
 from hfllm.report import StageContext
+from hfllm.tokenizer import IM_END
 
 VALUE_MODEL_DIR = "value_model"  # the value model's subfolder in checkpoints and in the output dir
-CHAT_STOP_TOKEN = "<|im_end|>"  # the ChatML end of turn (hfllm.tokenizer.IM_END)
 
 
 @dataclass
@@ -385,7 +386,7 @@ class PPOTrainer(Trainer):
             return tokenizer.eos_token_id
         if args.stop_token_id is not None:
             return args.stop_token_id
-        chat_stop = tokenizer.convert_tokens_to_ids(CHAT_STOP_TOKEN)
+        chat_stop = tokenizer.convert_tokens_to_ids(IM_END)
         return chat_stop if chat_stop is not None and chat_stop != tokenizer.unk_token_id else None
 
     @staticmethod
@@ -600,12 +601,11 @@ class PPOTrainer(Trainer):
             "episode": self.state.episode,
         }
 
-    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> TrainOutput:
-        """Run the updates from the first, or from the one after `resume_from_checkpoint`'s."""
+    def train(self, resume_from_checkpoint: str | bool | None = None) -> TrainOutput:
+        """Run the updates from the first, or from the one after `resume_from_checkpoint`'s (True:
+        the newest checkpoint in `output_dir`)."""
         args = self.args
         if resume_from_checkpoint is True:
-            from transformers.trainer_utils import get_last_checkpoint
-
             resume_from_checkpoint = get_last_checkpoint(args.output_dir)
         self._prepare(resume_from_checkpoint or None)
         self.model_wrapped.train()
@@ -706,8 +706,6 @@ class PPOTrainer(Trainer):
 def load_weights(model: nn.Module, directory: Path) -> None:
     """Load what `save_pretrained` wrote in `directory` into `model` in place: a PEFT model's
     adapter, or a model's (possibly sharded) safetensors, every weight accounted for."""
-    from safetensors.torch import load_file
-
     if hasattr(model, "peft_config"):
         from peft import set_peft_model_state_dict
 
