@@ -24,11 +24,13 @@ the data stage's manifest and the report lists documents and bytes per source.
 from __future__ import annotations
 
 import ast
+import functools
 import gzip
 import hashlib
 import html
 import importlib
 import importlib.metadata
+import os
 import sysconfig
 from collections import Counter
 from pathlib import Path
@@ -204,22 +206,28 @@ def _licence_files() -> Iterator[dict[str, str]]:
     return _text_files(paths())
 
 
+@functools.lru_cache(maxsize=1)
+def _package_files() -> tuple[Path, ...]:
+    """Every file under site-packages outside `*.dist-info`, sorted (one walk, shared by the sources)."""
+    root = sysconfig.get_paths()["purelib"]
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.endswith(".dist-info") and d != "__pycache__"]
+        found += [Path(folder, f) for f in files]
+    return tuple(sorted(found))
+
+
 def _source_code() -> Iterator[dict[str, str]]:
-    root = Path(sysconfig.get_paths()["purelib"])
-    return _text_files(p for p in sorted(root.rglob("*.py")) if ".dist-info" not in str(p))
+    return _text_files(p for p in _package_files() if p.suffix == ".py")
 
 
 def _package_texts() -> Iterator[dict[str, str]]:
-    root = Path(sysconfig.get_paths()["purelib"])
-    return _text_files(p for p in sorted(root.rglob("*")) if p.suffix in (".md", ".rst", ".txt")
-                       and ".dist-info" not in str(p) and p.is_file())
+    return _text_files(p for p in _package_files() if p.suffix in (".md", ".rst", ".txt"))
 
 
 def _changelogs() -> Iterator[dict[str, str]]:
-    root = Path(sysconfig.get_paths()["purelib"])
     names = ("CHANGELOG", "CHANGES", "HISTORY", "NEWS")
-    packaged = (p for p in sorted(root.rglob("*")) if p.name.upper().startswith(names) and p.is_file()
-                and p.suffix in ("", ".md", ".rst", ".txt"))
+    packaged = (p for p in _package_files() if p.name.upper().startswith(names) and p.suffix in ("", ".md", ".rst", ".txt"))
     debian = sorted(Path("/usr/share/doc").glob("*/changelog*.gz"))
     yield from _text_files(packaged)
     yield from _text_files(debian)

@@ -5,7 +5,9 @@ is removed, counted by the set it overlaps.
 Words are datatrove's normalised text (`simplify_text`: lower case, no punctuation, numbers
 folded) split on spaces, so formatting differences do not hide an overlap. The index is the
 sorted 64-bit hashes of every evaluation 13-gram with the set each came from; a document is
-checked with one `np.searchsorted`.
+checked with one `np.searchsorted`. As in GPT-3's decontamination, an evaluation n-gram found in
+more than `max_train_docs` training documents is boilerplate (a licence's sentences, a common
+header), not a leak, and is left out of the index (`NGramIndex.without_frequent`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,23 @@ class NGramIndex:
         hashes = np.concatenate([h for h, _ in parts] or [np.zeros(0, np.int64)])
         set_ids = np.concatenate([np.full(len(h), i, np.int32) for h, i in parts] or [np.zeros(0, np.int32)])
         return cls(hashes, set_ids, names, n)
+
+    def hits(self, text: str) -> np.ndarray:
+        """The index positions of `text`'s n-grams found in the index (sorted, unique)."""
+        if not len(self.hashes):
+            return np.zeros(0, np.int64)
+        grams = ngram_hashes(text, self.n)
+        where = np.clip(np.searchsorted(self.hashes, grams), 0, len(self.hashes) - 1)
+        return np.unique(where[self.hashes[where] == grams])
+
+    def without_frequent(self, train_texts, max_train_docs: int) -> NGramIndex:
+        """The index less the n-grams that occur in more than `max_train_docs` training texts."""
+        doc_frequency = np.zeros(len(self.hashes), np.int64)
+        for text in train_texts:
+            doc_frequency[self.hits(text)] += 1
+        frequent = np.unique(self.hashes[doc_frequency > max_train_docs])
+        keep = ~np.isin(self.hashes, frequent)
+        return NGramIndex(self.hashes[keep], self.set_ids[keep], self.names, self.n)
 
     def match(self, text: str) -> str | None:
         """The name of the first set (in index order) sharing an n-gram with `text`, or None."""

@@ -130,7 +130,7 @@ def domain_rules(words: WordTokenizer) -> dict[str, list[BaseFilter]]:
     return {
         "prose": [GopherRepetitionFilter(language=words), GopherQualityFilter(language=words),
                   C4QualityFilter(**c4_docs), FineWebQualityFilter(language=words)],
-        "reference": [GopherRepetitionFilter(language=words),
+        "reference": [GopherRepetitionFilter(dup_line_frac=0.5, dup_line_char_frac=0.4, language=words),
                       GopherQualityFilter(max_symbol_word_ratio=0.3, max_non_alpha_words_ratio=0.5,
                                           max_avg_word_length=15, language=words),
                       C4QualityFilter(**c4_docs, min_num_sentences=2, filter_javascript=False)],

@@ -15,7 +15,7 @@ SKIPPED_DOMAINS = ("code",)
 class LanguageFilter(Block):
     name = "language"
 
-    def __init__(self, languages: list[str] = ("en",), min_score: float = 0.5, max_chars: int = 4000,
+    def __init__(self, languages: list[str] = ("en",), min_score: float = 0.5, max_chars: int = 2000,
                  exclusion_writer=None):
         super().__init__(exclusion_writer)
         self.languages = tuple(languages)

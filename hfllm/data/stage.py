@@ -53,6 +53,7 @@ PER_DOCUMENT = BLOCKS[:6]
 REPORT = "report.json"
 OUTPUT_COLUMNS = ["id", "text", "url", "source", "domain", "language", "quality"]
 REFERENCE_SETS = {"python_reference": ("pydoc_topics", "stdlib_docstrings")}
+REFERENCE_MAX_BYTES = 1_000_000  # per source: enough to train on, and reading all stdlib docstrings takes ~10 s
 
 
 @dataclass
@@ -112,6 +113,9 @@ class DataArguments:
         default=0.1, metadata={"help": "Top-quality share of the judged training docs kept for the final phase."}
     )
     decontaminate_ngram: int = field(default=13, metadata={"help": "n of the shared n-grams that decontaminate."})
+    decontaminate_max_train_docs: int = field(
+        default=10, metadata={"help": "Evaluation n-grams in more training docs than this are boilerplate, ignored."}
+    )
     decontaminate_datasets: list[str] = field(
         default_factory=list, metadata={"help": "More evaluation sets (files or dataset names with a text column)."}
     )
@@ -194,7 +198,8 @@ def read_pool(args: DataArguments, quarantine: Quarantine) -> tuple[list[dict], 
 def reference_texts(args: DataArguments) -> list[str]:
     """The quality classifier's reference set, minus every document the held-out rule holds out."""
     if args.quality_reference in REFERENCE_SETS:
-        texts = [r["text"] for r in corpus.iter_documents(REFERENCE_SETS[args.quality_reference])]
+        texts = [r["text"] for r in corpus.iter_documents(REFERENCE_SETS[args.quality_reference],
+                                                          max_bytes_per_source=REFERENCE_MAX_BYTES)]
     else:
         ds = load_text_dataset(args.quality_reference, "train", text_field=args.dataset_text_field)
         texts = [t for t in ds[args.dataset_text_field] if isinstance(t, str)]
@@ -219,6 +224,16 @@ def deduplicate(ds: datasets.Dataset, args: DataArguments) -> tuple[datasets.Dat
     bands = [np.asarray(b, dtype=np.int64) if b else None for b in signed["_bands"]]
     duplicates = find_duplicates(np.asarray(signed["id"]), np.asarray(signed["_exact"], dtype=np.int64), bands)
     return run_blocks(ds, [DropDuplicates(duplicates)], num_proc=args.num_proc)
+
+
+def quality_threshold(classifier: QualityClassifier, texts: list[str], domains: list[str],
+                      args: DataArguments) -> float:
+    """`quality_min_score`, or else the score under which `quality_drop_fraction` of the judged
+    documents fall."""
+    if args.quality_min_score is not None:
+        return args.quality_min_score
+    judged = [t for t, d in zip(texts, domains) if d in args.quality_domains]
+    return float(np.quantile(classifier.score(judged), args.quality_drop_fraction)) if judged else 0.0
 
 
 @dataclass
@@ -249,27 +264,29 @@ def clean(train: datasets.Dataset, test: datasets.Dataset, args: DataArguments) 
         out.test, reports = deduplicate(out.test, args)
         out.reports["test"] += reports
         out.seconds["dedup"] = time.perf_counter() - t
+    index = None
+    if "decontaminate" in args.blocks:  # built before quality so that both execution modes count the same texts
+        t = time.perf_counter()
+        index = NGramIndex.build(evaluation_sets(args, out.test), n=args.decontaminate_ngram)
+        index = index.without_frequent(out.train["text"], args.decontaminate_max_train_docs)
+        out.seconds["decontaminate"] = time.perf_counter() - t
     if "quality" in args.blocks:
         t = time.perf_counter()
-        out.classifier = train_quality_classifier(reference_texts(args), list(out.train["text"]),
-                                                  name=args.quality_reference, seed=args.seed)
-        out.quality_min_score = args.quality_min_score
-        if out.quality_min_score is None:
-            judged = np.isin(np.asarray(out.train["domain"], dtype=object), args.quality_domains)
-            scores = out.classifier.score([t for t, j in zip(out.train["text"], judged) if j])
-            out.quality_min_score = float(np.quantile(scores, args.quality_drop_fraction)) if len(scores) else 0.0
+        texts = list(out.train["text"])
+        out.classifier = train_quality_classifier(reference_texts(args), texts, name=args.quality_reference,
+                                                  seed=args.seed)
+        out.quality_min_score = quality_threshold(out.classifier, texts, out.train["domain"], args)
         out.train, reports = run_blocks(out.train, [QualityFilter(out.classifier, out.quality_min_score,
                                                                   args.quality_domains)], num_proc=args.num_proc)
         out.reports["train"] += reports
         out.test, reports = run_blocks(out.test, [QualityFilter(out.classifier, 0.0, [])], num_proc=args.num_proc)
         out.reports["test"] += reports
         out.seconds["quality"] = time.perf_counter() - t
-    if "decontaminate" in args.blocks:
+    if index is not None:
         t = time.perf_counter()
-        index = NGramIndex.build(evaluation_sets(args, out.test), n=args.decontaminate_ngram)
         out.train, reports = run_blocks(out.train, [Decontaminate(index)], num_proc=args.num_proc)
         out.reports["train"] += reports
-        out.seconds["decontaminate"] = time.perf_counter() - t
+        out.seconds["decontaminate"] += time.perf_counter() - t
     return out
 
 
