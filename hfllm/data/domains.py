@@ -42,7 +42,7 @@ _REFERENCE_LINE = re.compile(
     r"""(?:
         ^\s*(?:Parameters|Returns|Raises|Yields|Args|Arguments|Attributes|Examples?|Notes|See\ Also|Methods|
             Data\ and\ other\ attributes|Return\ type|Keyword\ arguments)\s*:?\s*$|
-        ^\s*>>>|^\s*\.\.\ \w+::|::\s*$|^\s*[-=~^]{3,}\s*$|
+        ^\s*>>>|^\s*\.\.\ \w+::|::\s*$|^\s*[-=~^*]{3,}\s*$|
         ^\s*[\w.]+\(.*\)(?:\s*->\s*.+)?\s*$|^\s*:(?:param|type|returns?|rtype|raises)\b|``\w
     )""",
     re.VERBOSE,
@@ -55,9 +55,6 @@ _TERMINAL = (".", "!", "?", ":", '"', "'", ")")
 
 def classify_domain(text: str) -> str:
     """The domain of one document (see the module docstring); reads at most the first 400 lines."""
-    head = text[:6000].lower()
-    if sum(marker in head for marker in LICENCE_MARKERS) >= 2:
-        return "licence"
     lines = [line for line in text.splitlines()[:400] if line.strip()]
     if not lines:
         return "prose"
@@ -65,14 +62,17 @@ def classify_domain(text: str) -> str:
     code = sum(bool(_CODE_LINE.match(line)) for line in lines) / n
     indented = sum(line.startswith(("    ", "\t")) for line in lines) / n
     if code >= 0.45 or (code >= 0.3 and indented >= 0.4):
-        return "code"
+        return "code"  # before licences: a source file often opens with its licence header
+    head = text[:6000].lower()
+    if sum(marker in head for marker in LICENCE_MARKERS) >= 2:
+        return "licence"
     sentences = sum(len(line.split()) >= 8 and line.rstrip().endswith(_TERMINAL) for line in lines) / n
     listy = sum(bool(_BULLET.match(line) or _KEY_VALUE.match(line) or _VERSION_HEADER.match(line))
                 or (len(line.split()) <= 3 and not line.rstrip().endswith(_TERMINAL)) for line in lines) / n
     if listy >= 0.6 and sentences < 0.25:
         return "lists"
     reference = sum(bool(_REFERENCE_LINE.search(line)) for line in lines) / n
-    if reference >= 0.08 or code >= 0.2:
+    if reference >= 0.05 or code >= 0.15 or indented >= 0.15:
         return "reference"
     return "prose"
 

@@ -53,6 +53,7 @@ class ExtractText(Block):
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         if doc.metadata.get("format") != "html":
             return True
-        doc.text = extract_main_text(doc.text, self.extractor).strip()
+        # non-breaking spaces (pydoc writes every space of a docstring as &nbsp;) become spaces
+        doc.text = extract_main_text(doc.text, self.extractor).replace("\xa0", " ").strip()
         doc.metadata["format"] = "text"
         return bool(doc.text) or (False, "no_text_extracted")

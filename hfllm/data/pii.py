@@ -21,7 +21,7 @@ from hfllm.data.blocks import Block
 EMAIL = "<email>"
 IP = "<ip>"
 PHONE = "<phone>"
-_PHONE = (r"(?<![\w.+-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?![\w.-])")
+_PHONE = (r"(?<![\w.+-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?![\w-]|\.\d)")
 
 
 class CountingReplacer(PIIReplacer):
