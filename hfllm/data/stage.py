@@ -169,10 +169,6 @@ def read_pool(args: DataArguments, quarantine: Quarantine) -> tuple[list[dict], 
             if kept is not None:
                 rows.append(kept)
         return rows, None
-    path = Path(name)
-    if path.exists() and not _is_local_dataset_dir(path) and (path.is_dir() or path.suffix.lower() in (
-            ".jsonl", ".json", ".html", ".htm", ".warc", ".gz", ".txt", ".md")):
-        return list(read_local_files(path, columns, quarantine, args.max_doc_bytes)), None
     if args.dataset_streaming:
         if args.max_train_docs is None:
             raise ConfigError("a streamed dataset needs max_train_docs (how many documents to keep)",
@@ -181,6 +177,10 @@ def read_pool(args: DataArguments, quarantine: Quarantine) -> tuple[list[dict], 
                                    config=args.dataset_config, streaming=True)
         sample = datasets.Dataset.from_list(list(stream.take(args.max_train_docs)))
         return list(read_dataset_rows(sample, columns, name, quarantine, args.max_doc_bytes)), None
+    path = Path(name)
+    if path.exists() and not _is_local_dataset_dir(path) and (path.is_dir() or path.suffix.lower() in (
+            ".jsonl", ".json", ".html", ".htm", ".warc", ".gz", ".txt", ".md")):
+        return list(read_local_files(path, columns, quarantine, args.max_doc_bytes)), None
     train = load_text_dataset(name, args.dataset_train_split, text_field=args.dataset_text_field,
                               config=args.dataset_config)
     rows = list(read_dataset_rows(train, columns, name, quarantine, args.max_doc_bytes))
@@ -337,8 +337,9 @@ def run_data_stage(args: DataArguments, *, context: StageContext) -> dict[str, A
     dd = datasets.DatasetDict({
         args.dataset_train_split: cleaned.train.select_columns(OUTPUT_COLUMNS),
         args.dataset_test_split: cleaned.test.select_columns(OUTPUT_COLUMNS),
-        "final_phase": final.select_columns(OUTPUT_COLUMNS),
     })
+    if len(final):  # datasets saves an empty split with no shard, which load_from_disk then cannot read
+        dd["final_phase"] = final.select_columns(OUTPUT_COLUMNS)
     dd.save_to_disk(str(out_dir))
     quarantine.save(out_dir)
     (out_dir / "mixture.json").write_text(json.dumps({**mixture, "final_phase_split": "final_phase",
