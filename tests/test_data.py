@@ -1,6 +1,7 @@
 """The embedded corpus and the data stage, on real text from this machine."""
 
 import json
+from pathlib import Path
 
 import datasets
 import pytest
