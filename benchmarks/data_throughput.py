@@ -70,7 +70,10 @@ def datatrove_run(rows: list[dict], work: Path) -> tuple[set[int], float]:
     for t, part in enumerate(np.array_split(np.arange(len(rows)), 2)):
         with (work / "in" / f"{t}.jsonl").open("w") as f:
             f.writelines(json.dumps({"id": str(i), "text": rows[i]["text"]}) + "\n" for i in part)
-    config = MinhashConfig()
+    from datatrove.utils.hashing import HashConfig
+
+    # datatrove's xxhash path needs xxhash<4 (its "processing" extra pins it); datasets has xxhash 4: sha1
+    config = MinhashConfig(hash_config=HashConfig(hash_fc="sha1"))
     start = time.perf_counter()
     LocalPipelineExecutor([JsonlReader(str(work / "in")), GopherQualityFilter(), C4QualityFilter(),
                            JsonlWriter(str(work / "filtered")), MinhashDedupSignature(str(work / "sigs"), config)],
