@@ -92,7 +92,7 @@ class StageSpec:
 STAGES: dict[str, StageSpec] = {
     s.name: s
     for s in [
-        StageSpec("data", "Data", "hfllm.data.loading", ("DataArguments",), "run_data_stage"),
+        StageSpec("data", "Data", "hfllm.data.stage", ("DataArguments",), "run_data_stage"),
         StageSpec("tokenizer", "Tokenizer", "hfllm.tokenizer", ("TokenizerArguments",), "run_tokenizer_stage",
                   inputs={"dataset_name": ("data",)}),
         StageSpec(

@@ -107,5 +107,5 @@ SEED_ROWS = [(1e9, None), (10e9, None), (70e9, 1.4e12), (175e9, 300e9), (405e9, 
 
 def seed_table() -> list[tuple[float, float, float]]:
     """(params, tokens, FLOPs) for the seed's reference runs; tokens 20·N where not given."""
-    return [(n, d if d else CHINCHILLA_TOKENS_PER_PARAM * n, training_flops(n, d if d else CHINCHILLA_TOKENS_PER_PARAM * n))
-            for n, d in SEED_ROWS]
+    rows = [(n, d if d else CHINCHILLA_TOKENS_PER_PARAM * n) for n, d in SEED_ROWS]
+    return [(n, d, training_flops(n, d)) for n, d in rows]

@@ -1,20 +1,21 @@
 """The embedded corpus and the data stage, on real text from this machine."""
 
 import json
+from pathlib import Path
 
 import datasets
 import pytest
 
 from hfllm import corpus
-from hfllm.data import DataArguments, load_text_dataset
+from hfllm.data import DataArguments, load_text_dataset, run_data_stage
 from hfllm.data.loading import check_texts
 from hfllm.data.split import is_held_out
 from hfllm.errors import DataError
-from hfllm.pipeline import STAGES, execute_stage
+from hfllm.report import Section, StageContext
 
 
-def run_data_stage(args):
-    return execute_stage(STAGES["data"], (args,))
+def context(tmp_path):
+    return StageContext(entry_id="data", run_dir=tmp_path, section=Section("data", "Data"))
 
 
 def test_corpus_is_real_english_text_from_each_source():
@@ -43,7 +44,7 @@ def test_data_stage_writes_splits_and_counts(tiny_run):
     manifest = json.loads((tiny_run / "data" / "manifest.json").read_text())
     m = manifest["metrics"]
     assert (len(dd["train"]), len(dd["test"])) == (m["train_docs"], m["test_docs"])
-    assert dd["train"].column_names == ["text", "source"]
+    assert dd["train"].column_names == ["id", "text", "url", "source", "domain", "language", "quality"]
     assert not set(dd["train"]["text"]) & set(dd["test"]["text"])
     assert len(m["content_hash"]) == 64
 
@@ -57,32 +58,39 @@ def test_missing_column_names_dataset_and_field(tmp_path):
 
 
 def test_empty_corpus_is_a_clear_error(tmp_path):
-    args = DataArguments(corpus_sources=["pydoc_topics"], corpus_min_chars=10**9, output_dir=str(tmp_path / "d"))
+    args = DataArguments(corpus_sources=["pydoc_topics"], corpus_max_bytes_per_source=0, max_doc_bytes=1,
+                         output_dir=str(tmp_path / "d"))
     with pytest.raises(DataError, match="empty corpus"):
-        run_data_stage(args)
-    assert not (tmp_path / "d" / "manifest.json").exists() and not (tmp_path / "d" / "dataset_dict.json").exists()
+        run_data_stage(args, context=context(tmp_path))
+    assert not (tmp_path / "d").exists()
 
 
-def test_non_string_row_is_named(tmp_path):
+def test_non_string_row_is_quarantined_with_its_row(tmp_path):
     path = tmp_path / "docs.jsonl"
-    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["a real document " * 5, None, "x" * 50]))
-    args = DataArguments(dataset_name=str(path), output_dir=str(tmp_path / "d"))
-    with pytest.raises(DataError, match="row 1"):
-        run_data_stage(args)
+    texts = [r["text"] for r in corpus.iter_documents(["pydoc_topics"])][:40]
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[:5] + [None] + texts[5:]))
+    args = DataArguments(dataset_name=str(path), test_fraction=0.2, blocks=["extract"], output_dir=str(tmp_path / "d"))
+    metrics = run_data_stage(args, context=context(tmp_path))
+    assert metrics["quarantined_docs"] == 1
+    (row,) = [json.loads(line) for line in (tmp_path / "d" / "quarantine.jsonl").read_text().splitlines()]
+    assert (row["file"], row["row"], row["reason"]) == (str(path), 5, "not_a_string")
 
 
 def test_local_file_without_test_split_gets_one(tmp_path):
     path = tmp_path / "docs.jsonl"
     texts = [r["text"] for r in corpus.iter_documents(["pydoc_topics"])]
     path.write_text("".join(json.dumps({"body": t}) + "\n" for t in texts))
-    args = DataArguments(dataset_name=str(path), dataset_text_field="body", test_fraction=0.2, output_dir=str(tmp_path / "d"))
-    metrics = run_data_stage(args)["metrics"]
+    args = DataArguments(dataset_name=str(path), dataset_text_field="body", test_fraction=0.2, blocks=["extract"],
+                         output_dir=str(tmp_path / "d"))
+    metrics = run_data_stage(args, context=context(tmp_path))
     assert metrics["train_docs"] + metrics["test_docs"] == len(texts)
     dd = datasets.load_from_disk(str(tmp_path / "d"))
-    assert dd["train"].column_names == ["text", "source"]
+    assert "text" in dd["train"].column_names
 
 
 def test_refused_input_leaves_earlier_output_as_it_was(tmp_path):
+    from hfllm.pipeline import STAGES, execute_stage
+
     out = tmp_path / "run" / "data"
     good = DataArguments(corpus_sources=["pydoc_topics"], test_fraction=0.2, output_dir=str(out))
     first = execute_stage(STAGES["data"], (good,))
@@ -119,9 +127,9 @@ def test_streamed_dataset_keeps_the_first_documents(tmp_path):
     path = tmp_path / "docs.jsonl"
     texts = [r["text"] for r in corpus.iter_documents(["pydoc_topics"])]
     path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    args = DataArguments(dataset_name=str(path), dataset_streaming=True, max_train_docs=30, test_fraction=0.2,
-                         output_dir=str(tmp_path / "d"))
-    run_data_stage(args)
+    args = DataArguments(dataset_name=str(path), dataset_streaming=True, max_train_docs=30,
+                         test_fraction=0.2, blocks=["extract"], output_dir=str(tmp_path / "d"))
+    run_data_stage(args, context=context(tmp_path))
     dd = datasets.load_from_disk(str(tmp_path / "d"))
     assert sorted(list(dd["train"]["text"]) + list(dd["test"]["text"])) == sorted(texts[:30])
     assert set(dd["test"]["text"]) == {t for t in texts[:30] if is_held_out(t, 0.2)}
@@ -144,9 +152,56 @@ def test_check_texts_refuses_a_non_string_column():
         check_texts(datasets.Dataset.from_dict({"text": [1, 2]}), "text", "nums.jsonl")
 
 
-def test_streamed_sample_names_a_non_string_row(tmp_path):
+def test_stage_report_adds_up_and_bad_rows_are_quarantined(tmp_path):
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    for name in corpus.PYDOC_MODULES[:11]:
+        (pages / f"{name}.html").write_text(corpus.pydoc_page(name))
+    (pages / "latin1.html").write_bytes("<html><body><p>caf\xe9</p></body></html>".encode("latin-1"))
+    (pages / "not_html.html").write_text("just words, no markup at all " * 20)
+    (pages / "empty.html").write_text("   \n")
+    (pages / "image.png").write_bytes(b"\x89PNG\r\n")
+    texts = [r["text"] for r in corpus.iter_documents(["pydoc_topics"])][:30]
+    lines = [json.dumps({"text": t, "url": f"https://example.org/{i}"}) for i, t in enumerate(texts)]
+    lines[3] = "{not json"
+    lines[4] = json.dumps({"text": "x" * 600_000})
+    (pages / "docs.jsonl").write_text("\n".join(lines) + "\n")
+    args = DataArguments(dataset_name=str(pages), test_fraction=0.2, max_doc_bytes=500_000,
+                         output_dir=str(tmp_path / "d"), num_proc=1, quality_reference="python_reference")
+    metrics = run_data_stage(args, context=context(tmp_path))
+    report = json.loads((tmp_path / "d" / "report.json").read_text())
+    assert report["quarantined"] == {"empty": 1, "malformed_json": 1, "not_html": 1, "not_utf8": 1, "too_large": 1,
+                                     "unsupported_file": 1}
+    quarantined = [json.loads(line) for line in (tmp_path / "d" / "quarantine.jsonl").read_text().splitlines()]
+    named = {(Path(q["file"]).name, q["row"], q["reason"]) for q in quarantined}
+    assert named >= {("docs.jsonl", 3, "malformed_json"), ("latin1.html", 0, "not_utf8")}
+    for split in ("train", "test"):
+        blocks = report["blocks"][split]
+        assert all(b["in"] == b["kept"] + sum(b["removed"].values()) for b in blocks)
+        assert all(a["kept"] == b["in"] for a, b in zip(blocks, blocks[1:]))
+        assert blocks[-1]["kept"] == report["kept"][split]
+    assert report["blocks"]["train"][0]["in"] == report["train_rows"]
+    assert report["input_rows"] == report["train_rows"] + report["held_out_rows"] + len(quarantined)
+    assert metrics["train_docs"] == report["kept"]["train"] > 0
+    dd = datasets.load_from_disk(str(tmp_path / "d"))
+    assert "<td" not in "".join(dd["train"]["text"])  # the pages were extracted
+    assert set(dd) == {"train", "test", "final_phase"} and (tmp_path / "d" / "mixture.json").exists()
+
+
+def test_missing_column_is_one_error_naming_the_file(tmp_path):
     path = tmp_path / "docs.jsonl"
-    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["a real document " * 5, "another " * 9, None]))
-    args = DataArguments(dataset_name=str(path), dataset_streaming=True, max_train_docs=3, output_dir=str(tmp_path / "d"))
-    with pytest.raises(DataError, match="row 2: text is None"):
-        run_data_stage(args)
+    path.write_text(json.dumps({"body": "no text column here"}) + "\n")
+    with pytest.raises(DataError) as err:
+        run_data_stage(DataArguments(dataset_name=str(path), output_dir=str(tmp_path / "d")),
+                       context=context(tmp_path))
+    assert str(path) in err.value.one_line() and "'text'" in err.value.one_line()
+
+
+def test_held_out_text_shares_no_document_with_the_reference_set():
+    from hfllm.data.stage import reference_texts
+
+    args = DataArguments(test_fraction=0.2)
+    reference = set(reference_texts(args))
+    topics = [r["text"] for r in corpus.iter_documents(["pydoc_topics"])]
+    held_out = {t for t in topics if is_held_out(t, 0.2)}
+    assert held_out and not held_out & reference and set(topics) - held_out <= reference

@@ -32,7 +32,8 @@ def test_chinchilla_default_and_seed_table_corrections():
     assert table[1e12] == pytest.approx(1.2e26)  # and 1.2e25 here
 
 
-@pytest.mark.parametrize("text,value", [("70B", 70e9), ("1.4T", 1.4e12), ("124M", 124e6), ("3e9", 3e9), ("15.6t", 15.6e12)])
+@pytest.mark.parametrize("text,value", [("70B", 70e9), ("1.4T", 1.4e12), ("124M", 124e6), ("3e9", 3e9),
+                                        ("15.6t", 15.6e12)])
 def test_parse_count(text, value):
     assert planner.parse_count(text) == pytest.approx(value)
 

@@ -1,10 +1,18 @@
-"""Loading text datasets (Hub id, local dataset dir, or json/jsonl/parquet/csv/txt file) and the
-data stage, which writes a `DatasetDict` with `train`/`test` splits via `save_to_disk`."""
+"""Reading what the data stage cleans: a Hub id, a local `save_to_disk` dir, a json/jsonl/parquet/
+csv/txt file, an HTML page or WARC file, or a folder of them (HTML pages, WARC files, JSONL), and
+the embedded raw pool. Rows that cannot be used (bytes that are not UTF-8, a JSONL line that is not
+JSON, a page that is not HTML, an empty or huge document, a row without the text column) go to the
+quarantine with their file, row and reason; nothing is dropped silently. A file whose rows lack
+the text column altogether is one error naming the file and the column.
+
+`load_text_dataset` and `check_texts` are also what the tokenizer and pretraining stages read with."""
 
 from __future__ import annotations
 
-import sys
+import json
+import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,40 +20,9 @@ from typing import Any
 import datasets
 import pyarrow.compute as pc
 
-from hfllm import corpus
-from hfllm.data.split import is_held_out
-from hfllm.errors import ConfigError, DataError
-from hfllm.report import StageContext
+from hfllm.errors import DataError
 
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
-
-
-@dataclass
-class DataArguments:
-    """Where the text comes from and how it is split. No `dataset_name`: the embedded corpus."""
-
-    dataset_name: str | None = field(
-        default=None,
-        metadata={"help": "Hub dataset id, local `save_to_disk` dir, or a json/jsonl/parquet/csv/txt file. "
-                  "Unset: the embedded offline corpus (hfllm.corpus)."},
-    )
-    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
-    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
-    dataset_test_split: str = field(default="test", metadata={"help": "Held-out split (made if missing)."})
-    dataset_text_field: str = field(default="text", metadata={"help": "Column holding the document text."})
-    dataset_streaming: bool = field(
-        default=False, metadata={"help": "Stream the dataset and keep the first max_train_docs (no full download)."}
-    )
-    corpus_sources: list[str] = field(
-        default_factory=lambda: list(corpus.SOURCES), metadata={"help": "Embedded corpus sources, in order."}
-    )
-    corpus_min_chars: int = field(default=200, metadata={"help": "Shortest document kept from the corpus."})
-    corpus_max_bytes_per_source: int | None = field(
-        default=None, metadata={"help": "Cap on UTF-8 bytes taken from each embedded source."}
-    )
-    test_fraction: float = field(default=0.05, metadata={"help": "Held-out fraction when no test split exists."})
-    max_train_docs: int | None = field(default=None, metadata={"help": "Keep at most this many training docs."})
-    output_dir: str = field(default="hfllm-data", metadata={"help": "Where the DatasetDict is saved."})
 
 
 def _is_local_dataset_dir(path: Path) -> bool:
@@ -110,50 +87,6 @@ def check_texts(ds: datasets.Dataset, text_field: str, where: str) -> None:
             raise DataError(f"row {b * batch_size + first}: text is None, not a string", where=where, field=text_field)
 
 
-_FEATURES = datasets.Features({"text": datasets.Value("string"), "source": datasets.Value("string")})
-
-
-def _embedded(args: DataArguments, removed: Counter) -> datasets.DatasetDict:
-    rows = list(corpus.iter_documents(args.corpus_sources, args.corpus_min_chars, args.corpus_max_bytes_per_source, removed))
-    if not rows:
-        raise DataError(f"no documents of at least {args.corpus_min_chars} characters (empty corpus)",
-                        where="embedded corpus", field="corpus_sources")
-    train = [r for r in rows if not is_held_out(r["text"], args.test_fraction)]
-    test = [r for r in rows if is_held_out(r["text"], args.test_fraction)]
-    return datasets.DatasetDict(
-        {
-            args.dataset_train_split: datasets.Dataset.from_list(train, features=_FEATURES),
-            args.dataset_test_split: datasets.Dataset.from_list(test, features=_FEATURES),
-        }
-    )
-
-
-def _from_dataset(args: DataArguments) -> datasets.DatasetDict:
-    name = args.dataset_name
-    assert name is not None
-    if args.dataset_streaming:
-        if args.max_train_docs is None:
-            raise ConfigError("a streamed dataset needs max_train_docs (how many documents to keep)", field="max_train_docs")
-        stream = load_text_dataset(name, args.dataset_train_split, text_field=args.dataset_text_field,
-                                   config=args.dataset_config, streaming=True)
-        train = datasets.Dataset.from_list([{"text": r.get(args.dataset_text_field)} for r in stream.take(args.max_train_docs)])
-        check_texts(train, "text", name)
-        return _split_by_hash(to_text_and_source_columns(train, "text", name), args)
-    train = load_text_dataset(name, args.dataset_train_split, text_field=args.dataset_text_field, config=args.dataset_config)
-    check_texts(train, args.dataset_text_field, name)
-    try:
-        test = load_text_dataset(name, args.dataset_test_split, text_field=args.dataset_text_field, config=args.dataset_config)
-        check_texts(test, args.dataset_text_field, name)
-    except DataError as err:
-        if "no split" not in err.message and "cannot load split" not in err.message:
-            raise
-        return _split_by_hash(to_text_and_source_columns(train, args.dataset_text_field, name), args)
-    return datasets.DatasetDict({
-        args.dataset_train_split: to_text_and_source_columns(train, args.dataset_text_field, name),
-        args.dataset_test_split: to_text_and_source_columns(test, args.dataset_text_field, name),
-    })
-
-
 def to_text_and_source_columns(ds: datasets.Dataset, text_field: str, source: str) -> datasets.Dataset:
     """Columns `text` and `source`, whatever the dataset called its text."""
     if text_field != "text":
@@ -163,59 +96,175 @@ def to_text_and_source_columns(ds: datasets.Dataset, text_field: str, source: st
     return ds.select_columns(["text", "source"])
 
 
-def _split_by_hash(ds: datasets.Dataset, args: DataArguments) -> datasets.DatasetDict:
-    """No held-out split given: take one by content hash, like the embedded corpus."""
-    is_test = [is_held_out(t, args.test_fraction) for t in ds["text"]]
-    return datasets.DatasetDict({
-        args.dataset_train_split: ds.select([i for i, h in enumerate(is_test) if not h]),
-        args.dataset_test_split: ds.select([i for i, h in enumerate(is_test) if h]),
-    })
+QUARANTINE = "quarantine.jsonl"
+HTML_SUFFIXES = (".html", ".htm", ".xhtml")
+WARC_SUFFIXES = (".warc", ".warc.gz")
+_LOOKS_LIKE_HTML = re.compile(rb"<\s*(?:!doctype\s+html|html|head|body|div|p|title|table|article|main)\b",
+                              re.IGNORECASE)
 
 
-def _source_table(ds: datasets.Dataset) -> list[list[Any]]:
-    docs: Counter[str] = Counter()
-    nbytes: Counter[str] = Counter()
-    for text, source in zip(ds["text"], ds["source"]):
-        docs[source] += 1
-        nbytes[source] += len(text.encode("utf-8"))
-    return [[s, docs[s], nbytes[s]] for s in docs]
+@dataclass
+class Quarantine:
+    """Rows that could not be used, each with its file, row (0-based; a line for JSONL) and reason."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, file: str, row: int | None, reason: str, excerpt: bytes | str = b"") -> None:
+        if isinstance(excerpt, bytes):
+            excerpt = excerpt[:200].decode("utf-8", "replace")
+        self.rows.append({"file": file, "row": row, "reason": reason, "excerpt": excerpt[:200]})
+
+    def counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(r["reason"] for r in self.rows).items()))
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / QUARANTINE
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows))
+        return path
 
 
-def run_data_stage(args: DataArguments, *, context: StageContext) -> dict[str, Any]:
-    """Build train/test text splits and save them to `args.output_dir`."""
-    removed: Counter[tuple[str, str]] = Counter()
-    dd = _from_dataset(args) if args.dataset_name else _embedded(args, removed)
-    train, test = dd[args.dataset_train_split], dd[args.dataset_test_split]
-    if args.max_train_docs is not None:
-        train = train.select(range(min(args.max_train_docs, len(train))))
-        dd[args.dataset_train_split] = train
-    where = args.dataset_name or "embedded corpus"
-    if len(train) == 0:
-        raise DataError("no training documents (empty corpus)", where=where)
-    if len(test) == 0:
-        raise DataError("no held-out documents: raise test_fraction or add a test split", where=where)
-    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    dd.save_to_disk(args.output_dir)
+@dataclass
+class Columns:
+    """Which fields of a row hold the text, the HTML and the URL."""
 
-    metrics: dict[str, Any] = {
-        "train_docs": len(train),
-        "test_docs": len(test),
-        "train_bytes": sum(len(t.encode("utf-8")) for t in train["text"]),
-        "test_bytes": sum(len(t.encode("utf-8")) for t in test["text"]),
-        "content_hash": corpus.content_hash(list(train["text"]) + list(test["text"])),
-    }
-    section = context.section
-    if args.dataset_name:
-        section.text(f"Dataset `{args.dataset_name}`.")
+    text: str = "text"
+    html: str | None = "html"
+    url: str | None = "url"
+
+
+def admit(row: dict[str, Any], file: str, index: int, quarantine: Quarantine, max_bytes: int) -> dict[str, Any] | None:
+    """The row if it can be cleaned; else None, and the row is in the quarantine."""
+    text = row["text"]
+    size = len(text.encode("utf-8", "replace"))
+    if not text.strip():
+        quarantine.add(file, index, "empty")
+    elif size > max_bytes:
+        quarantine.add(file, index, "too_large", text)
+    elif row.get("format") == "html" and not _LOOKS_LIKE_HTML.search(text[:20_000].encode("utf-8", "replace")):
+        quarantine.add(file, index, "not_html", text)
     else:
-        section.text(
-            "Embedded offline corpus (Python's own docs and the installed packages' docstrings and "
-            f"READMEs, Python {sys.version.split()[0]}). What is installed varies between machines, "
-            "so the corpus does too: compare `content_hash` before comparing runs."
-        )
-    section.table(["source", "train docs", "train bytes"], _source_table(train))
-    if removed:
-        section.text("Documents left out, by reason:")
-        section.table(["source", "reason", "documents"], [[s, r, n] for (s, r), n in sorted(removed.items())])
-    metrics["removed"] = {f"{s}/{r}": n for (s, r), n in sorted(removed.items())}
-    return metrics
+        return row
+    return None
+
+
+def _row_from_record(record: Any, columns: Columns, file: str, index: int, quarantine: Quarantine,
+                     source: str) -> dict[str, Any] | None:
+    if not isinstance(record, dict):
+        quarantine.add(file, index, "not_an_object", json.dumps(record)[:200])
+        return None
+    html = record.get(columns.html) if columns.html else None
+    text = record.get(columns.text)
+    value, kind = (html, "html") if isinstance(html, str) and html.strip() else (text, "text")
+    if value is None and columns.text not in record and not (columns.html and columns.html in record):
+        quarantine.add(file, index, "missing_field", json.dumps(record)[:200])
+        return None
+    if not isinstance(value, str):
+        quarantine.add(file, index, "not_a_string", json.dumps(record, default=str)[:200])
+        return None
+    url = record.get(columns.url) if columns.url else None
+    return {"text": value, "format": kind, "url": url if isinstance(url, str) else "", "source": source}
+
+
+def _missing_column(file: str, record: dict[str, Any], columns: Columns) -> DataError:
+    return DataError(f"column not found (columns: {', '.join(map(str, record))})", where=file, field=columns.text)
+
+
+def read_jsonl(path: Path, columns: Columns, quarantine: Quarantine, source: str) -> Iterator[tuple[int, dict]]:
+    """(line number, row) for each usable line; the first object without the text (or HTML) field
+    means the file has no such column: an error naming the file."""
+    file = str(path)
+    checked = False
+    with path.open("rb") as f:
+        for index, raw in enumerate(f):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                quarantine.add(file, index, "not_utf8", raw)
+                continue
+            except ValueError:
+                quarantine.add(file, index, "malformed_json", raw)
+                continue
+            if not checked and isinstance(record, dict):
+                if columns.text not in record and not (columns.html and columns.html in record):
+                    raise _missing_column(file, record, columns)
+                checked = True
+            row = _row_from_record(record, columns, file, index, quarantine, source)
+            if row is not None:
+                yield index, row
+
+
+def read_html(path: Path, quarantine: Quarantine, source: str) -> Iterator[tuple[int, dict]]:
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        quarantine.add(str(path), 0, "not_utf8", data)
+        return
+    yield 0, {"text": text, "format": "html", "url": path.resolve().as_uri(), "source": source}
+
+
+def read_warc(path: Path, quarantine: Quarantine, source: str) -> Iterator[tuple[int, dict]]:
+    """HTML responses of a WARC file (resiliparse's FastWARC reader); other records are skipped."""
+    from fastwarc.warc import ArchiveIterator, WarcRecordType
+
+    with path.open("rb") as stream:
+        for index, record in enumerate(ArchiveIterator(stream, record_types=WarcRecordType.response)):
+            content_type = (record.http_headers.get("Content-Type", "") if record.http_headers else "").lower()
+            body = record.reader.read()
+            if "html" not in content_type:
+                continue
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
+                quarantine.add(str(path), index, "not_utf8", body)
+                continue
+            yield index, {"text": text, "format": "html", "url": record.headers.get("WARC-Target-URI", ""),
+                          "source": source}
+
+
+def read_text_file(path: Path, quarantine: Quarantine, source: str) -> Iterator[tuple[int, dict]]:
+    data = path.read_bytes()
+    try:
+        yield 0, {"text": data.decode("utf-8"), "format": "text", "url": path.resolve().as_uri(), "source": source}
+    except UnicodeDecodeError:
+        quarantine.add(str(path), 0, "not_utf8", data)
+
+
+def read_local_files(root: Path, columns: Columns, quarantine: Quarantine, max_bytes: int) -> Iterator[dict]:
+    """Every usable row of a file or of a folder's files (sorted, recursively): HTML pages, WARC
+    files, JSONL, plain text. Any other file is quarantined as unsupported."""
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    for path in files:
+        name, file = path.name.lower(), str(path)
+        if name.endswith(HTML_SUFFIXES):
+            rows = read_html(path, quarantine, root.name)
+        elif name.endswith(WARC_SUFFIXES):
+            rows = read_warc(path, quarantine, root.name)
+        elif name.endswith((".jsonl", ".json")):
+            rows = read_jsonl(path, columns, quarantine, root.name)
+        elif name.endswith((".txt", ".md", ".rst")):
+            rows = read_text_file(path, quarantine, root.name)
+        else:
+            quarantine.add(file, None, "unsupported_file")
+            continue
+        for index, row in rows:
+            kept = admit(row, file, index, quarantine, max_bytes)
+            if kept is not None:
+                yield kept
+
+
+def read_dataset_rows(ds: datasets.Dataset, columns: Columns, where: str, quarantine: Quarantine,
+                      max_bytes: int) -> Iterator[dict]:
+    """Rows of a loaded dataset (Hub, parquet, csv, saved dir): a missing text column is an error."""
+    names = ds.column_names or []
+    has_html = bool(columns.html) and columns.html in names
+    if columns.text not in names and not has_html:
+        raise DataError(f"column not found (columns: {', '.join(names)})", where=where, field=columns.text)
+    for index, record in enumerate(ds):
+        row = _row_from_record(record, columns, where, index, quarantine, where)
+        if row is not None:
+            kept = admit(row, where, index, quarantine, max_bytes)
+            if kept is not None:
+                yield kept

@@ -1,0 +1,226 @@
+"""Each cleaning block acting on real text from this machine — and a block that does nothing
+failing the same check (so that every check can fail)."""
+
+from __future__ import annotations
+
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datatrove.data import Document
+from datatrove.pipeline.filters.base_filter import get_filter_result
+from datatrove.pipeline.filters.gopher_quality_filter import GopherQualityFilter
+
+from hfllm import corpus
+from hfllm.data.blocks import Block, new_rows, run_blocks
+from hfllm.data.decontaminate import Decontaminate, NGramIndex
+from hfllm.data.dedup import DropDuplicates, MinHasher, find_duplicates
+from hfllm.data.domains import ClassifyDomain
+from hfllm.data.extract import ExtractText
+from hfllm.data.filters import QualityRules, fast_english_words
+from hfllm.data.language import LanguageFilter
+from hfllm.data.pii import UnsafeAndPII
+from hfllm.data.quality import QualityClassifier, QualityFilter, train_quality_classifier
+from hfllm.data.urls import UrlBlocklist
+
+SITE = Path(sysconfig.get_paths()["purelib"])
+
+
+class DoNothing(Block):
+    """Keeps every document as it is: every check below must fail with it."""
+
+    name = "nothing"
+
+    def filter(self, doc: Document) -> bool:
+        return True
+
+
+def run(block, docs: list[dict]) -> tuple[list[dict], list[tuple[bool, str | None]]]:
+    """Each doc through `block.filter`; the docs as the block left them, and its verdicts."""
+    out, verdicts = [], []
+    for i, d in enumerate(docs):
+        metadata = {k: v for k, v in d.items() if k not in ("text", "id")}
+        doc = Document(text=d["text"], id=str(d.get("id", i)), metadata=metadata)
+        verdicts.append(get_filter_result(block.filter(doc)))
+        out.append({"text": doc.text, **doc.metadata})
+    return out, verdicts
+
+
+def first(source: str, n: int = 1, max_bytes: int = 400_000) -> list[dict]:
+    return list(corpus.iter_raw_documents([source], max_bytes))[:n]
+
+
+# ---- checks: each takes the block under test -------------------------------------------------
+
+def check_extract(block):
+    page = {"text": corpus.pydoc_page("json"), "format": "html"}
+    (doc,), ((keep, _),) = run(block, [page])
+    assert keep and doc["format"] == "text"
+    assert "JSON (JavaScript Object Notation)" in doc["text"]  # the module's own docstring
+    assert "<td" not in doc["text"] and "uses cookies" not in doc["text"]  # markup and footer gone
+    assert "Log in" not in doc["text"] and "Other modules" not in doc["text"]  # navigation gone
+
+
+def check_urls(block):
+    docs = [{"text": "x", "url": "https://ads.tracker.example/page"}, {"text": "x", "url": f"file://{SITE}/pip/_vendor/a.py"},
+            {"text": "x", "url": "https://docs.python.org/3/"}, {"text": "x", "url": ""}]
+    _, verdicts = run(block, docs)
+    assert [k for k, _ in verdicts] == [False, False, True, True]
+    assert [r for _, r in verdicts[:2]] == ["blocked_domain", "blocked_url_word"]
+
+
+def check_domains(block):
+    source = {"text": (SITE / "datasets" / "arrow_writer.py").read_text()}
+    licences = corpus.iter_raw_documents(["licence_files"])
+    licence = {"text": next(r["text"] for r in licences if "MIT" in r["text"][:400])}
+    record = first("record_lists")[0]
+    topics = [{"text": r["text"]} for r in corpus.iter_documents(["pydoc_topics"])]
+    docs, verdicts = run(block, [source, licence, record] + topics)
+    assert all(k for k, _ in verdicts)
+    assert [d.get("domain") for d in docs[:3]] == ["code", "licence", "lists"]
+    # the language reference: mostly reference documentation (code examples, grammar), the rest prose
+    topic_domains = [d["domain"] for d in docs[3:]]
+    assert topic_domains.count("reference") > len(topics) / 2 and set(topic_domains) <= {"reference", "prose"}
+
+
+def check_language(block):
+    stoplists = SITE / "justext" / "stoplists"
+    german = {"text": (stoplists / "German.txt").read_text()[:3000].replace("\n", " "), "domain": "lists"}
+    english = {"text": next(r["text"] for r in corpus.iter_documents(["pydoc_topics"])), "domain": "prose"}
+    code = {"text": (SITE / "datasets" / "arrow_writer.py").read_text(), "domain": "code"}
+    docs, verdicts = run(block, [german, english, code])
+    assert verdicts[0] == (False, "language_de")
+    assert verdicts[1][0] and docs[1]["language"] == "en"
+    assert verdicts[2][0]  # code is not judged by language
+
+
+def check_rules(block):
+    code = {"text": (SITE / "datasets" / "arrow_writer.py").read_text(), "domain": "code"}
+    assert not get_filter_result(GopherQualityFilter(language=fast_english_words()).filter(
+        Document(code["text"], "0")))[0]  # prose rules would drop real code…
+    prose = {"text": next(r["text"] for r in corpus.iter_documents(["pydoc_topics"]) if len(r["text"]) > 3000),
+             "domain": "reference"}
+    lines = prose["text"].splitlines()
+    spam = {"text": "\n".join(lines[:5] + lines[:5] * 8), "domain": "prose"}
+    minified = {"text": "x=1;" * 400 + "\n" + code["text"], "domain": "code"}
+    _, verdicts = run(block, [code, prose, spam, minified])
+    assert verdicts[0][0] and verdicts[1][0]  # …the code rules keep it, and the language reference passes
+    assert not verdicts[2][0] and verdicts[2][1].startswith("prose:")
+    assert verdicts[3] == (False, "code:code_long_line")
+
+
+def check_pii(block):
+    metadata = next(r for r in corpus.iter_raw_documents(["metadata_files"]) if "Author-email:" in r["text"])
+    email_line = next(line for line in metadata["text"].splitlines() if line.startswith("Author-email:"))
+    text = email_line + "\nServer at 8.8.8.8, local 127.0.0.1. Call +1 415-555-0134 or (415) 555-0199.\n"
+    docs, verdicts = run(block, [{"text": text}, {"text": "A page about porn and more."}])
+    out = docs[0]["text"]
+    assert verdicts[0][0] and "@" not in out and "<email>" in out
+    assert "8.8.8.8" not in out and "<ip>" in out and "127.0.0.1" in out  # private addresses are no PII
+    assert out.count("<phone>") == 2 and "3.11" not in out
+    assert verdicts[1] == (False, "unsafe_word")
+
+
+def check_dedup(block_for):
+    licences = list(corpus.iter_raw_documents(["licence_files"]))
+    hasher = MinHasher()
+    ids = np.arange(len(licences))[::-1].copy()  # ids not in reading order: the lowest id must still win
+    dups = find_duplicates(ids, np.array([hasher.exact_key(r["text"]) for r in licences]),
+                           [hasher.band_keys(r["text"]) for r in licences])
+    block = block_for(dups)
+    docs = [{"text": r["text"], "id": int(i)} for r, i in zip(licences, ids)]
+    kept = [d for d, (k, _) in zip(docs, run(block, docs)[1]) if k]
+    assert len(kept) < len(docs) / 2  # hundreds of copies of a few licences
+    keys = {}
+    for d in sorted(docs, key=lambda d: d["id"]):
+        keys.setdefault(hasher.exact_key(d["text"]), d["id"])
+    kept_ids = {d["id"] for d in kept}
+    assert set(keys.values()) >= kept_ids  # one per exact text at most, and always the lowest id
+    mit = [d for d in docs if d["text"].lstrip().startswith("MIT License")]
+    assert sum(d["id"] in kept_ids for d in mit) < len(mit) / 2  # near copies (other names, years) go too
+
+
+def check_quality(block_for):
+    reference = [r["text"] for r in corpus.iter_documents(["pydoc_topics"])]
+    pool = [r["text"] for r in corpus.iter_raw_documents(["record_lists", "licence_files"], 300_000)]
+    classifier = train_quality_classifier(reference[::2], pool[::2], name="topics")
+    block = block_for(classifier)
+    docs = [{"text": t, "domain": "prose"} for t in reference[1::2][:20] + pool[1::2][:20]]
+    out, verdicts = run(block, docs)
+    scores = np.array([d.get("quality", np.nan) for d in out])
+    assert np.nanmean(scores[:20]) > 0.8 > 0.2 > np.nanmean(scores[20:])
+    assert sum(k for k, _ in verdicts[:20]) > 15 and sum(k for k, _ in verdicts[20:]) < 5
+
+
+def check_decontaminate(block_for):
+    topics = [r["text"] for r in corpus.iter_documents(["pydoc_topics"])]
+    held_out, train = topics[:10], topics[10:40]
+    block = block_for(NGramIndex.build({"heldout": held_out}))
+    words = held_out[3].split()
+    leaked = {"text": train[0] + "\n" + " ".join(words[20:40])}
+    docs, verdicts = run(block, [leaked] + [{"text": t} for t in train[1:]])
+    assert verdicts[0] == (False, "13gram_in_heldout")
+    assert sum(k for k, _ in verdicts[1:]) >= len(train) - 5
+
+
+CHECKS = {
+    "extract": (check_extract, lambda: ExtractText()),
+    "urls": (check_urls, lambda: UrlBlocklist(["tracker.example"], ["/_vendor/"])),
+    "domains": (check_domains, ClassifyDomain),
+    "language": (check_language, LanguageFilter),
+    "rules": (check_rules, QualityRules),
+    "pii": (check_pii, lambda: UnsafeAndPII(["porn"])),
+}
+CHECKS_WITH_STATE = {
+    "dedup": (check_dedup, lambda dups: DropDuplicates(dups)),
+    "quality": (check_quality, lambda clf: QualityFilter(clf, min_score=0.5)),
+    "decontaminate": (check_decontaminate, lambda index: Decontaminate(index)),
+}
+
+
+@pytest.mark.parametrize("name", CHECKS)
+def test_block_acts_on_real_text(name):
+    check, make = CHECKS[name]
+    check(make())
+
+
+@pytest.mark.parametrize("name", CHECKS_WITH_STATE)
+def test_global_block_acts_on_real_text(name):
+    check, make = CHECKS_WITH_STATE[name]
+    check(make)
+
+
+@pytest.mark.parametrize("name", list(CHECKS) + list(CHECKS_WITH_STATE))
+def test_a_block_that_does_nothing_fails_the_check(name):
+    if name in CHECKS:
+        check, arg = CHECKS[name][0], DoNothing()
+    else:
+        check, arg = CHECKS_WITH_STATE[name][0], lambda _: DoNothing()
+    with pytest.raises(AssertionError):
+        check(arg)
+
+
+def test_run_blocks_counts_add_up_at_every_block():
+    rows = list(corpus.iter_raw_documents(["pydoc_html", "record_lists", "licence_files"], 150_000))
+    ds = new_rows(rows)
+    blocks = [ExtractText(), UrlBlocklist([], ["/_vendor/"]), ClassifyDomain(), LanguageFilter(), QualityRules(),
+              UnsafeAndPII()]
+    kept, reports = run_blocks(ds, blocks, num_proc=2, batch_size=16)
+    assert reports[0].docs_in == len(ds) and reports[-1].kept == len(kept)
+    for before, after in zip(reports, reports[1:]):
+        assert after.docs_in == before.kept
+    assert all(r.adds_up for r in reports)
+    assert reports[0].modified == sum(r["format"] == "html" for r in rows)  # every page was extracted
+    assert sum(reports[4].removed.values()) > 0 and reports[5].changes.get("emails", 0) >= 0
+    for r in reports:
+        for reason, examples in r.examples.items():
+            assert 0 < len(examples) <= 3 and all(len(e["text"]) <= 300 for e in examples)
+
+
+def test_classifier_round_trips_through_its_file(tmp_path):
+    reference = [r["text"] for r in corpus.iter_documents(["pydoc_topics"])]
+    pool = [r["text"] for r in corpus.iter_raw_documents(["record_lists"], 200_000)]
+    classifier = train_quality_classifier(reference, pool, name="topics")
+    loaded = QualityClassifier.load(classifier.save(tmp_path))
+    np.testing.assert_allclose(loaded.score(reference[:5] + pool[:5]), classifier.score(reference[:5] + pool[:5]))
