@@ -17,7 +17,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from accelerate import PartialState
@@ -35,6 +35,7 @@ from hfllm.modeling import check_vocab, count_parameters, llama_config, load_cau
 from hfllm.packing import PackedStream, collate_blocks, pack_documents
 from hfllm.precision import CHOSEN_BY_ATTRIBUTE, PRECISIONS, precision_flags
 from hfllm.report import StageContext, loss_plot
+from hfllm.schedule import Schedule, build_schedule, read_mixture
 
 TRACE_FILE = "step_trace.jsonl"
 
@@ -66,6 +67,17 @@ class PretrainScriptArguments:
                   "(seeded, replayed exactly on resume; memory ≈ window × max_length tokens). 1: stream order."},
     )
     max_eval_blocks: int | None = field(default=None, metadata={"help": "Evaluate on at most this many blocks."})
+    data_mixture: bool = field(
+        default=False,
+        metadata={"help": "Draw training blocks by domain with the data stage's mixture.json probabilities "
+                          "(hfllm.schedule)."},
+    )
+    final_phase_fraction: float = field(
+        default=0.0,
+        metadata={"help": "Train the last fraction of the steps on the data stage's top-quality split, while the "
+                          "learning rate decays to its minimum."},
+    )
+    dataset_final_phase_split: str = field(default="final_phase", metadata={"help": "The final phase's split."})
 
 
 @dataclass
@@ -260,6 +272,12 @@ def check_pretrain_args(script_args: PretrainScriptArguments, training_args: Pre
     runner and the recipe call this before anything is written."""
     if script_args.dataset_streaming and training_args.max_steps <= 0:
         raise ConfigError("a streamed dataset has no length: set max_steps", field="max_steps")
+    scheduled = script_args.data_mixture or script_args.final_phase_fraction > 0
+    if scheduled and (script_args.dataset_streaming or training_args.max_steps <= 0):
+        raise ConfigError("a mixture or final phase is planned over a known number of steps of a map-style "
+                          "dataset: set max_steps, no streaming", field="max_steps")
+    if not 0 <= script_args.final_phase_fraction < 1:
+        raise ConfigError("must be at least 0 and below 1", field="final_phase_fraction")
     if script_args.dataset_streaming and training_args.dataloader_num_workers > 0:
         raise ConfigError("a resumable stream is read by one process: set dataloader_num_workers: 0",
                           field="dataloader_num_workers")
@@ -276,10 +294,16 @@ def find_resume_checkpoint(training_args: PretrainConfig, is_main_process: bool)
         return last_complete_checkpoint(output_dir, set_aside_partial=is_main_process)
 
 
+class TrainBlocks(NamedTuple):
+    blocks: Any  # a map-style dataset, or the stream itself
+    stream: PackedStream | None
+    schedule: Schedule | None  # the mixture / final-phase plan, when there is one
+
+
 def load_train_blocks(script_args: PretrainScriptArguments, training_args: PretrainConfig, tokenizer,
-                      resume: Path | None) -> tuple[Any, PackedStream | None]:
-    """The training split as packed blocks: a map-style dataset, or a `PackedStream` restarted at
-    the position saved in the checkpoint we resume from."""
+                      resume: Path | None) -> TrainBlocks:
+    """The training split as packed blocks: a map-style dataset (in the order of its schedule when
+    it has one), or a `PackedStream` restarted at the position saved in the checkpoint we resume from."""
     text_field = script_args.dataset_text_field
     docs = load_text_dataset(script_args.dataset_name, script_args.dataset_train_split, text_field=text_field,
                              config=script_args.dataset_config, streaming=script_args.dataset_streaming)
@@ -298,12 +322,44 @@ def load_train_blocks(script_args: PretrainScriptArguments, training_args: Pretr
                               saved_stream_position(resume) if resume else None,
                               shuffle_blocks=script_args.stream_shuffle_blocks, seed=seed,
                               where=script_args.dataset_name)
-        return stream, stream
+        return TrainBlocks(stream, stream, None)
+    if script_args.data_mixture or script_args.final_phase_fraction:
+        schedule = schedule_blocks(docs, script_args, training_args, tokenizer)
+        return TrainBlocks(schedule.blocks, None, schedule)
     blocks = pack_documents(docs, tokenizer, text_field, training_args.max_length, training_args.dataset_num_proc)
     if len(blocks) == 0:
         raise DataError(f"no full block of {training_args.max_length} tokens in the training split",
                         where=script_args.dataset_name)
-    return blocks, None
+    return TrainBlocks(blocks, None, None)
+
+
+def schedule_blocks(docs, script_args: PretrainScriptArguments, training_args: PretrainConfig,
+                    tokenizer) -> Schedule:
+    """Every block the run trains on, in order (hfllm.schedule): by the data stage's domain
+    mixture, then the final phase; read sequentially."""
+    text_field, max_length, num_proc = script_args.dataset_text_field, training_args.max_length, \
+        training_args.dataset_num_proc
+    probabilities = None
+    if script_args.data_mixture:
+        if "domain" not in docs.column_names:
+            raise DataError("no `domain` column: the mixture needs hfllm's data stage", where=script_args.dataset_name,
+                            field="domain")
+        probabilities = read_mixture(script_args.dataset_name)["probabilities"]
+        by_domain = {d: pack_documents(docs.filter(lambda row, d=d: row["domain"] == d), tokenizer, text_field,
+                                       max_length, num_proc) for d in sorted(set(docs["domain"]))}
+    else:
+        by_domain = {"all": pack_documents(docs, tokenizer, text_field, max_length, num_proc)}
+    final = None
+    if script_args.final_phase_fraction:
+        final_docs = load_text_dataset(script_args.dataset_name, script_args.dataset_final_phase_split,
+                                       text_field=text_field, config=script_args.dataset_config)
+        final = pack_documents(final_docs, tokenizer, text_field, max_length, num_proc)
+    total = (training_args.max_steps * training_args.per_device_train_batch_size
+             * training_args.gradient_accumulation_steps * training_args.world_size)
+    seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
+    schedule = build_schedule(by_domain, final, total, seed, probabilities, script_args.final_phase_fraction)
+    training_args.train_sampling_strategy = "sequential"  # the schedule is the order
+    return schedule
 
 
 def load_eval_blocks(script_args: PretrainScriptArguments, training_args: PretrainConfig, tokenizer):
@@ -344,8 +400,8 @@ def build_trainer(training_args: PretrainConfig, model, tokenizer, train, stream
     return trainer
 
 
-def pretrain_metrics(trainer: PretrainTrainer, train_result, resume: Path | None,
-                     speed: dict[str, bool]) -> dict[str, Any]:
+def pretrain_metrics(trainer: PretrainTrainer, train_result, resume: Path | None, speed: dict[str, bool],
+                     schedule: Schedule | None) -> dict[str, Any]:
     args, model = trainer.args, trainer.model
     runtime = train_result.metrics.get("train_runtime") or 0.0
     # The Trainer's own count (include_num_input_tokens_seen), summed over processes, kept on resume.
@@ -363,10 +419,23 @@ def pretrain_metrics(trainer: PretrainTrainer, train_result, resume: Path | None
         **speed,
         "resumed_from": os.path.basename(str(resume)) if resume else None,
     }
+    if schedule is not None:
+        metrics.update(main_blocks_by_domain=schedule.main_blocks_by_domain,
+                       final_phase_blocks=schedule.final_phase_blocks,
+                       final_phase_fraction=schedule.final_phase_fraction)
     if trainer.eval_dataset is not None:
         eval_loss = trainer.evaluate()["eval_loss"]
         metrics.update(eval_loss=eval_loss, eval_perplexity=math.exp(eval_loss))
     return metrics
+
+
+def describe_schedule(section, schedule: Schedule, max_steps: int) -> None:
+    main = sum(schedule.main_blocks_by_domain.values())
+    section.text(f"Blocks by domain (the data stage's mixture), then the final phase: the last "
+                 f"{round(max_steps * schedule.final_phase_fraction)} of {max_steps} steps "
+                 f"({schedule.final_phase_fraction:.0%}) on the top-quality subset, as the learning rate decays.")
+    rows = [[d, n, n / main if main else 0] for d, n in schedule.main_blocks_by_domain.items()]
+    section.table(["main phase: domain", "blocks", "share"], rows + [["final phase", schedule.final_phase_blocks, ""]])
 
 
 def run_pretrain_stage(
@@ -380,25 +449,27 @@ def run_pretrain_stage(
     tokenizer = load_tokenizer(script_args.tokenizer_name, field="tokenizer_name",
                                trust_remote_code=model_args.trust_remote_code)
     resume = find_resume_checkpoint(training_args, context.is_main_process)
-    train, stream = load_train_blocks(script_args, training_args, tokenizer, resume)
+    train = load_train_blocks(script_args, training_args, tokenizer, resume)
     eval_blocks = load_eval_blocks(script_args, training_args, tokenizer)
 
     speed = {"keep_freed_memory": keep_freed_memory_on_cpu(training_args)}
     set_seed(training_args.seed)  # the same initial weights on every run of the same config
     model = build_model(model_args, tokenizer, training_args.max_length)
     speed["chunked_loss"] = use_chunked_loss_unless_liger(model, training_args)
-    trainer = build_trainer(training_args, model, tokenizer, train, stream, eval_blocks, callbacks, resume,
-                            context.is_main_process)
+    trainer = build_trainer(training_args, model, tokenizer, train.blocks, train.stream, eval_blocks, callbacks,
+                            resume, context.is_main_process)
     train_result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     trainer.save_model(training_args.output_dir)
     if context.is_main_process:
         tokenizer.save_pretrained(training_args.output_dir)
 
-    metrics = pretrain_metrics(trainer, train_result, resume, speed)
+    metrics = pretrain_metrics(trainer, train_result, resume, speed, train.schedule)
     context.section.text(
         f"Llama-style model, {metrics['parameters']:,} parameters, trained for {metrics['steps']} steps "
         f"({metrics['tokens_seen']:,} tokens) in {metrics['precision']} on packed blocks of "
         f"{training_args.max_length} tokens."
     )
+    if train.schedule is not None:
+        describe_schedule(context.section, train.schedule, training_args.max_steps)
     context.section.plot(loss_plot(trainer.state.log_history), "loss", "training and held-out loss")
     return metrics
