@@ -50,24 +50,50 @@ def _pydoc_topics() -> Iterator[str]:
         yield topics[name]
 
 
+_DEFINITIONS = (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+_BLOCK_FIELDS = ("body", "orelse", "finalbody", "handlers", "cases")
+
+
+def _docstrings_in(body: list[ast.stmt], found: list[str]) -> None:
+    """Docstrings of the definitions in a statement list, in source order. Only statements are
+    visited (a definition sits in a statement list, perhaps inside an `if` or `try`), never
+    expressions: most of a module's nodes, and most of the time `ast.walk` took."""
+    for node in body:
+        if isinstance(node, _DEFINITIONS):
+            doc = ast.get_docstring(node, clean=True)
+            if doc:
+                found.append(doc)
+        for name in _BLOCK_FIELDS:
+            inner = getattr(node, name, None)
+            if inner:
+                _docstrings_in(inner, found)
+
+
+def _python_files(root: Path, skip: tuple[str, ...] = ()) -> Iterator[Path]:
+    """`*.py` under `root` in sorted order, never entering skipped, hidden or test folders."""
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in skip and not d.startswith((".", "__pycache__"))
+                         and "test" not in d)
+        for name in sorted(files):
+            if name.endswith(".py") and "test" not in name:
+                yield Path(folder, name)
+
+
 def _docstrings_under(root: Path, skip: tuple[str, ...] = ()) -> Iterator[str]:
-    """One document per source file: its docstrings, in source order, blank-line separated."""
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root).parts
-        if any(part in skip or part.startswith(".") for part in rel) or "test" in "/".join(rel):
-            continue
+    """One document per source file: its docstrings (module's first), in source order, blank-line
+    separated."""
+    for path in _python_files(root, skip):
         try:
             tree = ast.parse(path.read_bytes())
         except (SyntaxError, ValueError, OSError, RecursionError):
             continue
-        docs = []
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                doc = ast.get_docstring(node, clean=True)
-                if doc:
-                    docs.append(doc)
-        if docs:
-            yield "\n\n".join(docs)
+        found: list[str] = []
+        module_doc = ast.get_docstring(tree, clean=True)
+        if module_doc:
+            found.append(module_doc)
+        _docstrings_in(tree.body, found)
+        if found:
+            yield "\n\n".join(found)
 
 
 def _stdlib_docstrings() -> Iterator[str]:

@@ -5,11 +5,23 @@ labelled pages (`benchmarks/extraction.py`, figures in benchmarks/RESULTS.md).""
 
 from __future__ import annotations
 
+import re
+
 from datatrove.data import Document
 
 from hfllm.data.blocks import Block
 
 EXTRACTORS = ("resiliparse", "trafilatura", "resiliparse+trafilatura")
+_TRAILING_SPACE = re.compile(r"[ \t\xa0]+$", re.MULTILINE)
+_BLANK_LINES = re.compile(r"\n{3,}")
+
+
+def tidy_whitespace(text: str) -> str:
+    """Extracted text with non-breaking spaces as spaces (pydoc writes every space of a docstring as
+    `&nbsp;`), no trailing spaces, and at most one blank line in a row: a line left holding only
+    spaces is an empty line, not a repeated one for the repetition rules to count."""
+    text = _TRAILING_SPACE.sub("", text.replace("\xa0", " "))
+    return _BLANK_LINES.sub("\n\n", text).strip()
 
 
 def _resiliparse(html: str) -> str:
@@ -53,7 +65,6 @@ class ExtractText(Block):
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         if doc.metadata.get("format") != "html":
             return True
-        # non-breaking spaces (pydoc writes every space of a docstring as &nbsp;) become spaces
-        doc.text = extract_main_text(doc.text, self.extractor).replace("\xa0", " ").strip()
+        doc.text = tidy_whitespace(extract_main_text(doc.text, self.extractor))
         doc.metadata["format"] = "text"
         return bool(doc.text) or (False, "no_text_extracted")

@@ -124,16 +124,37 @@ class CodeRules(BaseFilter):
         return True
 
 
+class VerdictOnly(BaseFilter):
+    """Another filter's keep/remove decision on a copy of the document, its text left as it was:
+    C4's filter also rewrites what it keeps (drops lines under 3 words, strips indentation and
+    blank lines), which would take the code examples and paragraphs out of reference pages."""
+
+    def __init__(self, rule: BaseFilter):
+        super().__init__()
+        self.rule = rule
+        self.name = f"{rule.name} (verdict only)"
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        return self.rule.filter(Document(text=doc.text, id=doc.id, metadata=dict(doc.metadata)))
+
+
+# Reference documentation repeats itself by nature (each function's parameters, "Return self==value."
+# in each class, a reST title's row of "*"): Gopher's repetition thresholds doubled, which ≥ 90 % of
+# the standard library's docstrings and of the language reference pass (benchmarks/RESULTS.md).
+REFERENCE_REPETITION = dict(dup_line_frac=0.5, dup_line_char_frac=0.4, top_n_grams=((2, 0.4), (3, 0.36), (4, 0.32)),
+                            dup_n_grams=((5, 0.3), (6, 0.28), (7, 0.26), (8, 0.24), (9, 0.22), (10, 0.2)))
+
+
 def domain_rules(words: WordTokenizer) -> dict[str, list[BaseFilter]]:
     """The rules each domain goes through, in order (see the module docstring)."""
     c4_docs = dict(filter_no_terminal_punct=False, filter_curly_bracket=False, language=words)
     return {
         "prose": [GopherRepetitionFilter(language=words), GopherQualityFilter(language=words),
                   C4QualityFilter(**c4_docs), FineWebQualityFilter(language=words)],
-        "reference": [GopherRepetitionFilter(dup_line_frac=0.5, dup_line_char_frac=0.4, language=words),
-                      GopherQualityFilter(max_symbol_word_ratio=0.3, max_non_alpha_words_ratio=0.5,
+        "reference": [GopherRepetitionFilter(**REFERENCE_REPETITION, language=words),
+                      GopherQualityFilter(max_symbol_word_ratio=0.3, max_non_alpha_words_ratio=0.4,
                                           max_avg_word_length=15, language=words),
-                      C4QualityFilter(**c4_docs, min_num_sentences=2, filter_javascript=False)],
+                      VerdictOnly(C4QualityFilter(**c4_docs, min_num_sentences=2, filter_javascript=False))],
         "code": [CodeRules()],
         "licence": [GopherRepetitionFilter(language=words)],
         "lists": [GopherRepetitionFilter(language=words),
