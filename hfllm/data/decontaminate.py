@@ -3,11 +3,15 @@ the project knows (the held-out split, the data behind the evaluation tasks, any
 is removed, counted by the set it overlaps.
 
 Words are datatrove's normalised text (`simplify_text`: lower case, no punctuation, numbers
-folded) split on spaces, so formatting differences do not hide an overlap. The index is the
-sorted 64-bit hashes of every evaluation 13-gram with the set each came from; a document is
-checked with one `np.searchsorted`. As in GPT-3's decontamination, an evaluation n-gram found in
-more than `max_train_docs` training documents is boilerplate (a licence's sentences, a common
-header), not a leak, and is left out of the index (`NGramIndex.without_frequent`).
+folded) split on spaces, so formatting differences do not hide an overlap; an n-gram's hash is the
+dedup block's (`word_ngram_hashes`). The index is the sorted 64-bit hashes of every evaluation
+13-gram with the set each came from; a document is checked with one `np.searchsorted`. As in
+GPT-3's decontamination, an evaluation n-gram found in more than `max_train_docs` training
+documents is boilerplate (a licence's sentences, a file header, a README template), not a leak,
+and is left out of the index (`NGramIndex.without_frequent`). The data stage counts those
+documents before dedup: after it, each licence is left once and its sentences no longer look
+frequent (counted after dedup, one held-out licence or source file removed dozens of training
+files sharing its header).
 """
 
 from __future__ import annotations
@@ -16,19 +20,17 @@ import json
 from pathlib import Path
 
 import numpy as np
-import xxhash
 from datatrove.data import Document
-from datatrove.utils.text import simplify_text
 
 from hfllm.data.blocks import Block
+from hfllm.data.dedup import normalized_words, word_ngram_hashes
 
 N = 13
 
 
 def ngram_hashes(text: str, n: int = N) -> np.ndarray:
-    words = simplify_text(text).split()
-    return np.fromiter((xxhash.xxh64_intdigest(" ".join(words[i:i + n]).encode()) & ((1 << 63) - 1)
-                        for i in range(len(words) - n + 1)), dtype=np.int64)
+    """The text's word n-gram hashes, as int64 (63 bits)."""
+    return (word_ngram_hashes(normalized_words(text), n) & np.uint64((1 << 63) - 1)).astype(np.int64)
 
 
 class NGramIndex:

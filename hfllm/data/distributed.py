@@ -71,13 +71,13 @@ def clean_with_datatrove(train_rows: list[dict], evaluation_sets: dict[str, list
         duplicates = {int(k) for k in json.loads((work / "duplicates" / "duplicates.json").read_text())}
     else:
         duplicates = set()
-    survivors = sorted((r for r in _read_jsonl_folder(work / "pass1") if int(r["id"]) not in duplicates),
-                       key=lambda r: int(r["id"]))
+    pass1 = sorted(_read_jsonl_folder(work / "pass1"), key=lambda r: int(r["id"]))
+    survivors = [r for r in pass1 if int(r["id"]) not in duplicates]
     texts = [r["text"] for r in survivors]
     domains = [r["metadata"].get("domain", "") for r in survivors]
-    if "decontaminate" in args.blocks:
+    if "decontaminate" in args.blocks:  # boilerplate counted before dedup, as the data stage does
         index = NGramIndex.build(evaluation_sets, n=args.decontaminate_ngram)
-        index.without_frequent(texts, args.decontaminate_max_train_docs).save(work / "ngrams.npz")
+        index.without_frequent([r["text"] for r in pass1], args.decontaminate_max_train_docs).save(work / "ngrams.npz")
     if "quality" in args.blocks:
         classifier = train_quality_classifier(reference_texts(args), texts, name=args.quality_reference,
                                               seed=args.seed)

@@ -67,7 +67,8 @@ _RELEASE_HEADING = re.compile(
             |\[?\d+\.\d+\.\d+)                                          # 1.2.3
            [\w.+-]*\]?(?:\s*[-–(:,]\s*.{0,40})?\s*$
         |\w[\w.+-]*\ \([\w.:~+-]+\)\ [\w-]+;                           # Debian: pkg (1.2-3) unstable;
-        |(?:\d{4}-\d\d-\d\d|[A-Z][a-z]{2}\ [A-Z][a-z]{2}\ [\ \d]\d\ [\d:]{8}.*?)\ \ \S.*<\S+@\S+>\s*$)  # GNU ChangeLog""",
+        |(?:\d{4}-\d\d-\d\d|[A-Z][a-z]{2}\ [A-Z][a-z]{2}\ [\ \d]\d\ [\d:]{8}.*?)  # GNU ChangeLog: a date,
+           \ \ \S.*<\S+@\S+>\s*$)                                          # two spaces, name <e-mail>""",
     re.VERBOSE | re.IGNORECASE,
 )
 _TERMINAL = (".", "!", "?", ":", '"', "'", ")")

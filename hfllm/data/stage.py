@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +55,7 @@ PER_DOCUMENT = BLOCKS[:6]
 REPORT = "report.json"
 OUTPUT_COLUMNS = ["id", "text", "url", "source", "domain", "language", "quality"]
 REFERENCE_SETS = {"python_reference": ("pydoc_topics", "stdlib_docstrings")}
-REFERENCE_MAX_BYTES = 1_000_000  # per source: enough to train on, and reading all stdlib docstrings takes ~10 s
+REFERENCE_MAX_BYTES = 600_000  # per source: enough to train on (parsing every stdlib docstring takes ~10 s)
 
 
 @dataclass
@@ -110,7 +112,8 @@ class DataArguments:
     mixture_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS),
                                               metadata={"help": "Sampling weight per domain."})
     final_phase_fraction: float = field(
-        default=0.1, metadata={"help": "Top-quality share of the judged training docs kept for the final phase."}
+        default=0.2, metadata={"help": "The final-phase split: the best-scoring judged training docs, this share of "
+                                       "their bytes (pretraining's own final_phase_fraction is a share of its steps)."}
     )
     decontaminate_ngram: int = field(default=13, metadata={"help": "n of the shared n-grams that decontaminate."})
     decontaminate_max_train_docs: int = field(
@@ -158,16 +161,42 @@ def minhasher(args: DataArguments) -> MinHasher:
 # Input
 
 
-def read_pool(args: DataArguments, quarantine: Quarantine) -> tuple[list[dict], list[dict] | None]:
-    """Raw training rows, and the dataset's own held-out rows if it has a test split (else None)."""
+class InProcess(Executor):
+    """An executor that runs each job at once, in this process (`num_proc` 1)."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def reader_pool(args: DataArguments) -> Executor:
+    """Where the embedded sources and the reference set are read: `num_proc` processes, one source
+    at a time each (parsing docstrings and rendering pydoc pages is most of the reading time)."""
+    return ProcessPoolExecutor(args.num_proc) if args.num_proc and args.num_proc > 1 else InProcess()
+
+
+def _read_source(source: str, max_bytes: int | None) -> list[dict]:
+    return list(corpus.iter_raw_documents([source], max_bytes))
+
+
+def read_pool(args: DataArguments, quarantine: Quarantine,
+              readers: Executor | None = None) -> tuple[list[dict], list[dict] | None]:
+    """Raw training rows, and the dataset's own held-out rows if it has a test split (else None).
+    The embedded pool's sources are read by `readers` (default: in this process), kept in order."""
     columns = Columns(args.dataset_text_field, args.dataset_html_field, args.dataset_url_field)
     name = args.dataset_name
     if name is None:
-        rows = []
-        for i, row in enumerate(corpus.iter_raw_documents(args.corpus_sources, args.corpus_max_bytes_per_source)):
-            kept = admit(row, f"embedded:{row['source']}", i, quarantine, args.max_doc_bytes)
-            if kept is not None:
-                rows.append(kept)
+        readers = readers or InProcess()
+        jobs = [readers.submit(_read_source, source, args.corpus_max_bytes_per_source)
+                for source in args.corpus_sources]
+        rows, i = [], 0
+        for job in jobs:
+            for row in job.result():
+                kept = admit(row, f"embedded:{row['source']}", i, quarantine, args.max_doc_bytes)
+                i += 1
+                if kept is not None:
+                    rows.append(kept)
         return rows, None
     if args.dataset_streaming:
         if args.max_train_docs is None:
@@ -246,8 +275,10 @@ class Cleaned:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def clean(train: datasets.Dataset, test: datasets.Dataset, args: DataArguments) -> Cleaned:
-    """Both splits through the blocks `args.blocks` names (see the module docstring)."""
+def clean(train: datasets.Dataset, test: datasets.Dataset, args: DataArguments,
+          reference: Callable[[], list[str]] | None = None) -> Cleaned:
+    """Both splits through the blocks `args.blocks` names (see the module docstring). `reference`
+    gives the quality classifier's reference texts (default: `reference_texts(args)`)."""
     out = Cleaned(train, test, {"train": [], "test": []})
     t = time.perf_counter()
     blocks = build_blocks(args)
@@ -257,6 +288,7 @@ def clean(train: datasets.Dataset, test: datasets.Dataset, args: DataArguments) 
         out.test, reports = run_blocks(out.test, blocks, num_proc=args.num_proc)
         out.reports["test"] += reports
     out.seconds["per-document blocks"] = time.perf_counter() - t
+    before_dedup = out.train["text"]  # where boilerplate is counted: dedup leaves one copy of each licence
     if "dedup" in args.blocks:
         t = time.perf_counter()
         out.train, reports = deduplicate(out.train, args)
@@ -265,15 +297,16 @@ def clean(train: datasets.Dataset, test: datasets.Dataset, args: DataArguments) 
         out.reports["test"] += reports
         out.seconds["dedup"] = time.perf_counter() - t
     index = None
-    if "decontaminate" in args.blocks:  # built before quality so that both execution modes count the same texts
+    if "decontaminate" in args.blocks:  # built before quality: both execution modes count the same texts
         t = time.perf_counter()
         index = NGramIndex.build(evaluation_sets(args, out.test), n=args.decontaminate_ngram)
-        index = index.without_frequent(out.train["text"], args.decontaminate_max_train_docs)
+        index = index.without_frequent(before_dedup, args.decontaminate_max_train_docs)
         out.seconds["decontaminate"] = time.perf_counter() - t
     if "quality" in args.blocks:
         t = time.perf_counter()
         texts = list(out.train["text"])
-        out.classifier = train_quality_classifier(reference_texts(args), texts, name=args.quality_reference,
+        reference_set = reference() if reference is not None else reference_texts(args)
+        out.classifier = train_quality_classifier(reference_set, texts, name=args.quality_reference,
                                                   seed=args.seed)
         out.quality_min_score = quality_threshold(out.classifier, texts, out.train["domain"], args)
         out.train, reports = run_blocks(out.train, [QualityFilter(out.classifier, out.quality_min_score,
@@ -298,18 +331,30 @@ def _bytes(ds: datasets.Dataset) -> int:
     return sum(len(t.encode("utf-8")) for t in ds["text"])
 
 
+def by_source(raw_rows: list[dict], train: datasets.Dataset) -> dict[str, dict[str, int]]:
+    """Per source: raw documents and bytes (both splits), and what the training split kept."""
+    out: dict[str, dict[str, int]] = {}
+    for row in raw_rows:
+        entry = out.setdefault(row.get("source") or "", {"raw_docs": 0, "raw_bytes": 0, "train_docs": 0,
+                                                          "train_bytes": 0})
+        entry["raw_docs"] += 1
+        entry["raw_bytes"] += len(row["text"].encode("utf-8", "replace"))
+    for source, text in zip(train["source"], train["text"]):
+        entry = out.setdefault(source, {"raw_docs": 0, "raw_bytes": 0, "train_docs": 0, "train_bytes": 0})
+        entry["train_docs"] += 1
+        entry["train_bytes"] += len(text.encode("utf-8"))
+    return out
+
+
 def _removed_cell(removed: dict[str, int], limit: int = 4) -> str:
     top = sorted(removed.items(), key=lambda kv: -kv[1])
     cell = ", ".join(f"{r} {n}" for r, n in top[:limit])
     return cell + (f", … ({len(top) - limit} more)" if len(top) > limit else "") if top else "—"
 
 
-def run_data_stage(args: DataArguments, *, context: StageContext) -> dict[str, Any]:
-    """Read, split, clean and save; the report section gets the per-block table."""
-    started = time.perf_counter()
-    where = args.dataset_name or "embedded pool"
-    quarantine = Quarantine()
-    rows, test_rows = read_pool(args, quarantine)
+def split_rows(rows: list[dict], test_rows: list[dict] | None, args: DataArguments,
+               where: str) -> tuple[list[dict], list[dict]]:
+    """The training and held-out rows: the dataset's own test split, else the held-out rule's."""
     if not rows:
         raise DataError("no usable documents (empty corpus)", where=where)
     if test_rows is None:
@@ -322,9 +367,22 @@ def run_data_stage(args: DataArguments, *, context: StageContext) -> dict[str, A
         raise DataError("no training documents (empty corpus)", where=where)
     if not test_rows:
         raise DataError("no held-out documents: raise test_fraction or add a test split", where=where)
-    read_s = time.perf_counter() - started
-    train_raw, test_raw = new_rows(rows), new_rows(test_rows, first_id=len(rows))
-    cleaned = clean(train_raw, test_raw, args)
+    return rows, test_rows
+
+
+def run_data_stage(args: DataArguments, *, context: StageContext) -> dict[str, Any]:
+    """Read, split, clean and save; the report section gets the per-block table."""
+    started = time.perf_counter()
+    where = args.dataset_name or "embedded pool"
+    quarantine = Quarantine()
+    with reader_pool(args) as readers:
+        # the reference set is read beside the pool's sources, and waited for at the quality block
+        reference = readers.submit(reference_texts, args) if "quality" in args.blocks else None
+        rows, test_rows = read_pool(args, quarantine, readers)
+        rows, test_rows = split_rows(rows, test_rows, args, where)
+        read_s = time.perf_counter() - started
+        train_raw, test_raw = new_rows(rows), new_rows(test_rows, first_id=len(rows))
+        cleaned = clean(train_raw, test_raw, args, reference.result if reference else None)
     for split, ds in (("train", cleaned.train), ("test", cleaned.test)):
         if len(ds) == 0:
             raise DataError(f"every {split} document was removed (see {REPORT})", where=where)
@@ -353,6 +411,7 @@ def run_data_stage(args: DataArguments, *, context: StageContext) -> dict[str, A
         "train_rows": len(rows),
         "blocks": {split: [r.to_json() for r in reports] for split, reports in cleaned.reports.items()},
         "kept": {"train": len(cleaned.train), "test": len(cleaned.test), "final_phase": len(final)},
+        "sources": by_source(rows + test_rows, cleaned.train),
         "quality_min_score": cleaned.quality_min_score,
         "seconds": {"read": round(read_s, 2), **{k: round(v, 2) for k, v in cleaned.seconds.items()}},
     }
@@ -392,6 +451,9 @@ def _write_section(context: StageContext, args: DataArguments, report: dict[str,
     section.table(["block (train)", "in", "kept", "removed", "modified", "removed by reason"],
                   [[r.block, r.docs_in, r.kept, sum(r.removed.values()), r.modified, _removed_cell(r.removed)]
                    for r in cleaned.reports["train"]])
+    section.table(["source", "raw docs", "raw bytes", "train docs", "train bytes"],
+                  [[k, v["raw_docs"], v["raw_bytes"], v["train_docs"], v["train_bytes"]]
+                   for k, v in report["sources"].items()])
     section.table(["domain", "train docs", "train bytes", "weight", "sampling probability"],
                   [[d, mixture["docs"][d], mixture["bytes"][d], mixture["weights"][d], mixture["probabilities"][d]]
                    for d in mixture["docs"]])
@@ -399,5 +461,5 @@ def _write_section(context: StageContext, args: DataArguments, report: dict[str,
         section.text(f"Quality classifier trained against the `{cleaned.classifier.reference}` reference set; "
                      f"judged domains ({', '.join(args.quality_domains)}) kept at score ≥ "
                      f"{cleaned.quality_min_score:.3f}. Final-phase subset: {final_docs} documents "
-                     f"(top {args.final_phase_fraction:.0%} by score).")
+                     f"(the best by score, {args.final_phase_fraction:.0%} of the judged bytes).")
     section.text("Seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report["seconds"].items()) + ".")
