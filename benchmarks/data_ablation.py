@@ -118,7 +118,8 @@ def main() -> None:
               f"{summary(code)[0]:.4f} ± {summary(code)[1]:.4f} | {', '.join(f'{v:.4f}' for v in text)} |")
     print(f"token-bigram floor: text {floors['text']:.4f}, code {floors['code']:.4f} bits/byte")
     for name in ("text", "code"):
-        raw, cleaned = summary(results["bits_per_byte"][name]["raw"]), summary(results["bits_per_byte"][name]["cleaned"])
+        by_variant = results["bits_per_byte"][name]
+        raw, cleaned = summary(by_variant["raw"]), summary(by_variant["cleaned"])
         gap, margin = raw[0] - cleaned[0], 2 * max(raw[1], cleaned[1])
         results[f"{name}_goal"] = {"raw_minus_cleaned": gap, "twice_sd": margin, "met": gap > margin}
         print(f"{name}: raw − cleaned = {gap:.4f} bits/byte; 2 × seed sd = {margin:.4f}: "

@@ -1,7 +1,9 @@
 """The embedded offline corpus: real text that every Python machine already has.
 
-Clean sources (already prose; what the data stage used before it cleaned anything, and the quality
-classifier's offline reference set), in a fixed order:
+Docstring and README sources (mostly prose and reference text; the quality classifier's offline
+reference set, and the first sources of the tiny and demo pools, where they still need cleaning:
+near-copies of the same README, vendored copies of the same docstrings, foreign-language and
+placeholder text), in a fixed order:
 - `pydoc_topics`: the language reference pages shipped in `pydoc_data.topics` (help() text);
 - `stdlib_docstrings`: module, class and function docstrings of the standard library, read
   with `ast` (nothing is imported, so no module runs);

@@ -8,7 +8,9 @@ runs (`hfllm.data.split.is_held_out`), then cleaned by the same blocks up to ded
 the quality classifier but not filtered by it, and it is what the training split is
 decontaminated against). `blocks` picks which blocks run (the ablation's "raw" variant runs
 extraction alone). `build_blocks` gives the same blocks to datatrove's executors
-(`hfllm.data.distributed`).
+(`hfllm.data.distributed`). The embedded pool's sources and the reference set are read in
+`num_proc` processes, one source each at a time (parsing docstrings and rendering pydoc pages is
+most of the reading).
 """
 
 from __future__ import annotations
