@@ -21,11 +21,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Union
 
-import torch
 import yaml
 
 from hfllm.errors import ConfigError
-from hfllm.precision import CHOSEN_BY_ATTRIBUTE, precision_flags
+from hfllm.precision import CHOSEN_BY_ATTRIBUTE, cpu_only, precision_flags
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -167,7 +166,7 @@ def _precision_defaults(dataclass_types: Sequence[type], values: dict[str, Any],
         return {}
     if not (_said("bf16", values, argv) or _said("fp16", values, argv)):
         return precision_flags("auto")
-    if values.get("bf16") is True and not torch.cuda.is_available() and not _said("use_cpu", values, argv):
+    if cpu_only() and not _said("use_cpu", values, argv):
         return {"use_cpu": True}
     return {}
 
@@ -218,7 +217,8 @@ def parse_config(
     values.update(check_config(overrides or {}, dataclass_types, where))
     if _said("hub_token", {}, argv):
         check_config({"hub_token": None}, dataclass_types, "command line")
-    filled_in = _precision_defaults(dataclass_types, values, argv)
+    filled_in = {k: v for k, v in _precision_defaults(dataclass_types, values, argv).items()
+                 if not _said(k, values, argv)}  # what the user said stays theirs
     parser = _trl_parser(dataclass_types, where)
     parser.argv = list(argv)
     parser.set_defaults_with_config(**values, **filled_in)

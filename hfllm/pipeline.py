@@ -171,7 +171,9 @@ def input_fingerprint(value: str | None) -> str:
     """A stage dir's manifest fingerprint; else a local path's listing; else the name itself (Hub id)."""
     if value is None:
         # The embedded corpus: its text is whatever Python and packages are installed.
-        dists = sorted(f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions())
+        # A set: a package on sys.path twice (the checkout and its egg-info when cwd is on the path)
+        # is the same text.
+        dists = sorted({f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()})
         return _sha([platform.python_version(), dists])
     path = Path(value)
     manifest = read_manifest(path)
@@ -216,9 +218,14 @@ def stage_inputs(spec: StageSpec, config: dict[str, Any]) -> dict[str, Any]:
 def stage_fingerprint(spec: StageSpec, args: tuple[Any, ...]) -> tuple[str, dict[str, Any]]:
     """Hash of what decides a stage's output: the config fields that affect it and the inputs'
     fingerprints (not their paths: a moved run directory is the same run). Equal hash → same output."""
-    config = to_dict(*args)
+    return config_fingerprint(spec, to_dict(*args), tuple(type(a) for a in args))
+
+
+def config_fingerprint(
+    spec: StageSpec, config: dict[str, Any], types: tuple[type, ...]
+) -> tuple[str, dict[str, Any]]:
+    """`stage_fingerprint` of a config as a manifest records it (`types`: the stage's dataclasses)."""
     inputs = stage_inputs(spec, config)
-    types = tuple(type(a) for a in args)
     semantic = {k: v for k, v in config.items() if k not in inputs and affects_output(k, types)}
 
     def fingerprints(value: Any) -> Any:
@@ -302,6 +309,7 @@ def execute_stage(
     entry_id = entry_id or spec.name
     run_dir = Path(run_dir) if run_dir is not None else stage_dir
     fingerprint, inputs = stage_fingerprint(spec, args)
+    config = to_dict(*args)  # as fingerprinted: a stage may set fields it derives (pretraining's sampling)
     state = _distributed_state()
     previous = _set_aside_other_output(stage_dir, fingerprint) if state.is_main_process else None
     state.wait_for_everyone()
@@ -324,7 +332,7 @@ def execute_stage(
         "stage": spec.name,
         "id": entry_id,
         "fingerprint": fingerprint,
-        "config": to_dict(*args),
+        "config": config,
         "inputs": inputs,
         "metrics": metrics,
         "precision": [precision_ran(a) for a in args if hasattr(a, "bf16") and hasattr(a, "device")] or None,

@@ -29,6 +29,14 @@ def cpu_has_native_bf16() -> bool:
     return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
 
 
+def cpu_only() -> bool:
+    """No GPU (CUDA or Apple's MPS): training runs on the CPU and must say so with `use_cpu`.
+    Without it accelerate finds no GPU and, under `torchrun`, leaves every process on its own
+    (world size 1 in each, measured) instead of forming a CPU process group over gloo."""
+    mps = getattr(torch.backends, "mps", None)
+    return not torch.cuda.is_available() and not (mps is not None and mps.is_available())
+
+
 def auto_precision() -> str:
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -39,8 +47,8 @@ def precision_flags(precision: str) -> dict[str, bool]:
     """The TrainingArguments fields that run `precision` ("auto" resolved first) on this machine."""
     chosen = auto_precision() if precision == "auto" else precision
     flags = {"bf16": chosen == "bf16", "fp16": chosen == "fp16"}
-    if chosen == "bf16" and not torch.cuda.is_available():
-        flags["use_cpu"] = True  # transformers refuses CPU bf16 autocast unless told it is on the CPU
+    if cpu_only():
+        flags["use_cpu"] = True  # transformers refuses CPU bf16 unless told; torchrun needs it (cpu_only)
     return flags
 
 

@@ -33,7 +33,7 @@ from hfllm.loss import use_chunked_loss_unless_liger
 from hfllm.memory import keep_freed_memory_on_cpu
 from hfllm.modeling import check_vocab, count_parameters, llama_config, load_causal_lm, load_tokenizer
 from hfllm.packing import PackedStream, collate_blocks, pack_documents
-from hfllm.precision import CHOSEN_BY_ATTRIBUTE, PRECISIONS, precision_flags
+from hfllm.precision import CHOSEN_BY_ATTRIBUTE, PRECISIONS, cpu_only, precision_flags
 from hfllm.report import StageContext, loss_plot
 from hfllm.schedule import Schedule, build_schedule, read_mixture
 
@@ -144,7 +144,7 @@ class PretrainConfig(TrainingArguments):
             if self.precision != "auto":
                 raise ValueError(f"precision: {self.precision} and bf16/fp16 both set: keep one")
             self.bf16, self.fp16 = bool(self.bf16), bool(self.fp16)
-            if self.bf16 and not torch.cuda.is_available():
+            if cpu_only():
                 self.use_cpu = True
         super().__post_init__()
 

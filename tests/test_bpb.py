@@ -128,4 +128,5 @@ def test_quality_gate_needs_the_bigram_baseline():
     from hfllm.evaluation.stage import EvalArguments
 
     with pytest.raises(ConfigError, match="require_below_bigram.*bigram_baseline"):
-        parse_args((EvalArguments,), ["--bigram_baseline", "false", "--require_below_bigram", "0.1"])
+        parse_args((EvalArguments,), ["--model_name_or_path", "m", "--dataset_name", "d", "--bigram_baseline", "false",
+                                  "--require_below_bigram", "0.1"])

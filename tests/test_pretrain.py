@@ -8,7 +8,7 @@ from conftest import TINY
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from hfllm.errors import ConfigError
-from hfllm.pipeline import STAGES, run_pipeline, stage_fingerprint
+from hfllm.pipeline import STAGES, config_fingerprint, run_pipeline
 from hfllm.pretrain import PretrainModelArguments, build_model, is_complete_checkpoint, pack_documents
 
 
@@ -72,11 +72,16 @@ def test_rerun_skips_unchanged_stages(tiny_run):
 def test_fingerprint_follows_config_and_inputs(tiny_run):
     m = json.loads((tiny_run / "pretrain" / "manifest.json").read_text())
     config = dict(m["config"])
-    fp, _ = stage_fingerprint(STAGES["pretrain"], config)
+    spec = STAGES["pretrain"]
+
+    def fingerprint(**changes):
+        return config_fingerprint(spec, {**config, **changes}, spec.load()[0])[0]
+
+    fp = fingerprint()
     assert fp == m["fingerprint"]
-    assert stage_fingerprint(STAGES["pretrain"], {**config, "learning_rate": 1.0})[0] != fp
-    assert stage_fingerprint(STAGES["pretrain"], {**config, "output_dir": "/elsewhere"})[0] == fp
-    assert stage_fingerprint(STAGES["pretrain"], {**config, "tokenizer_name": str(tiny_run / "data")})[0] != fp
+    assert fingerprint(learning_rate=1.0) != fp
+    assert fingerprint(output_dir="/elsewhere") == fp
+    assert fingerprint(tokenizer_name=str(tiny_run / "data")) != fp
 
 
 def test_tokenizer_model_vocab_mismatch(tiny_run, tiny_tokenizer):

@@ -250,6 +250,8 @@ def evaluation_sets(args: DataArguments, test: datasets.Dataset) -> dict[str, li
 
 
 def deduplicate(ds: datasets.Dataset, args: DataArguments) -> tuple[datasets.Dataset, list[BlockReport]]:
+    if len(ds) == 0:  # `map` adds no columns to an empty split
+        return run_blocks(ds, [DropDuplicates({})], num_proc=args.num_proc)
     signed = ds.map(signature_batch, batched=True, batch_size=256, fn_kwargs={"hasher": minhasher(args)},
                     num_proc=args.num_proc if args.num_proc and len(ds) >= 512 else None, desc="dedup signatures")
     bands = [np.asarray(b, dtype=np.int64) if b else None for b in signed["_bands"]]
@@ -386,8 +388,12 @@ def run_data_stage(args: DataArguments, *, context: StageContext) -> dict[str, A
         train_raw, test_raw = new_rows(rows), new_rows(test_rows, first_id=len(rows))
         cleaned = clean(train_raw, test_raw, args, reference.result if reference else None)
     for split, ds in (("train", cleaned.train), ("test", cleaned.test)):
-        if len(ds) == 0:
-            raise DataError(f"every {split} document was removed (see {REPORT})", where=where)
+        if len(ds) == 0:  # the blocks' counts say which rule removed them: written before failing
+            Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+            (Path(args.output_dir) / REPORT).write_text(json.dumps(
+                {"blocks": {k: [r.to_json() for r in v] for k, v in cleaned.reports.items()}}, indent=1))
+            raise DataError(f"every {split} document was removed (see {Path(args.output_dir) / REPORT})",
+                            where=where)
     final = top_quality_subset(cleaned.train, args.final_phase_fraction, tuple(args.quality_domains)) \
         if "quality" in args.blocks else cleaned.train.select([])
     mixture = domain_mixture(cleaned.train, args.mixture_weights)

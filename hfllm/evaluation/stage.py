@@ -176,8 +176,9 @@ def run_eval_stage(args: EvalArguments, *, context: StageContext) -> dict[str, A
         metrics.update(bigram_bits_per_byte=bigram.bits_per_byte, bigram_k=k, bigram_train_bytes=fit_bytes,
                        bpb_vs_bigram=score.bits_per_byte / bigram.bits_per_byte - 1)
         rows.append([f"token bigram, add-{k:g}", bigram.bits_per_byte, bigram.perplexity])
+    # always written: `lm_eval --include_path <run>/tasks` gives this number for any stage's model
+    tasks_dir = write_heldout_task(texts, context.run_dir / TASKS_DIR)
     if args.lm_eval_check:
-        tasks_dir = write_heldout_task(texts, context.run_dir / TASKS_DIR)
         lm_bpb = lm_eval_bits_per_byte(model, tokenizer, tasks_dir, args.per_device_eval_batch_size)
         metrics.update(lm_eval_bits_per_byte=lm_bpb, lm_eval_abs_diff=abs(lm_bpb - score.bits_per_byte))
     (out / "results.json").write_text(json.dumps(metrics, indent=1))
