@@ -85,9 +85,17 @@ class PackedStream(torch.utils.data.IterableDataset):
         self._beginning = source.state_dict()  # a loaded state sticks to the source: undo it per pass
         self.prefix, self.eos = _document_ids(tokenizer)
 
-    def position_after(self, block_index: int) -> dict[str, Any]:
-        """The position to resume from once block `block_index` has been trained on."""
-        pos = self.positions[block_index]
+    def position_after(self, block_index: int) -> dict[str, Any] | None:
+        """The position to resume from once block `block_index` has been trained on — by this process
+        and every other one: called by all processes at each micro-step, it resumes after the highest
+        block any of them trained on. Accelerate hands an iterable dataset's global batch out in
+        process order (the main process reads it and sends each its slice, or each reads it and
+        keeps its slice), so the main process's own blocks are the first of each batch, never the
+        last. None on a process that never read the stream (only the main one's position is saved)."""
+        block_index = _max_over_processes(block_index)
+        pos = self.positions.get(block_index)
+        if pos is None:
+            return None
         while self.positions and next(iter(self.positions)) < block_index:
             self.positions.popitem(last=False)  # older positions are never asked for again
         return pos
@@ -145,6 +153,18 @@ class PackedStream(torch.utils.data.IterableDataset):
                                          "blocks": index}
                 yield {"input_ids": window[k], "block_index": index}
             skip, window_start = 0, after
+
+
+def _max_over_processes(value: int) -> int:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    from accelerate import PartialState
+
+    tensor = torch.tensor([value], dtype=torch.long, device=PartialState().device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
 
 
 def collate_blocks(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
