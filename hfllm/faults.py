@@ -174,10 +174,16 @@ def safetensors_problem(path: Path) -> str | None:
     return None
 
 
+def _engine_weights(checkpoint: Path) -> bool:
+    """Weights in the format a sharding engine resumes from, written by this run: FSDP's sharded state
+    (torch.distributed.checkpoint, `pytorch_model_fsdp_0/.metadata`) or DeepSpeed's `global_step*/`."""
+    return any(checkpoint.glob("pytorch_model_fsdp_*/.metadata")) or any(checkpoint.glob("global_step*/*"))
+
+
 def _weights_problem(checkpoint: Path) -> str | None:
     """Safetensors weights present (pickle refused), every shard an index names is there."""
     weights = sorted(checkpoint.glob("*.safetensors"))
-    if not weights:
+    if not weights and not _engine_weights(checkpoint):
         pickles = [p.name for p in checkpoint.glob("*.bin") if p.name != "training_args.bin"]
         return (f"only pickle weights ({', '.join(pickles)}), hfllm resumes from safetensors only" if pickles
                 else "no safetensors weights")

@@ -3,6 +3,8 @@ update's rollout batch hash to `<output_dir>/batch_trace.jsonl`:
 
     python ppo_resume_driver.py MODE N args.json
 
+It runs the stage as a recipe does (`execute_stage`: manifest and report in the output directory).
+
 MODE is none, step (SIGKILL at the end of update N, after its metrics are logged, before its
 checkpoint would be written), save (SIGKILL in the middle of saving checkpoint-N) or term (SIGTERM
 at the end of update N); see faults_driver.py.
@@ -17,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import ppo_models  # noqa: E402
 from faults_driver import fail_at  # noqa: E402
 
-from hfllm.alignment.ppo import PPOTrainer, run_ppo_stage  # noqa: E402
+from hfllm.alignment.ppo import PPOTrainer  # noqa: E402
 from hfllm.errors import exit_on_error  # noqa: E402
-from hfllm.report import Section, StageContext  # noqa: E402
+from hfllm.pipeline import STAGES, execute_stage  # noqa: E402
 
 BATCH_TRACE = "batch_trace.jsonl"
 
@@ -42,9 +44,8 @@ def main():
     PPOTrainer.rollout = traced_rollout
     paths = {k: Path(v) for k, v in spec["paths"].items()}
     args = ppo_models.stage_args(paths, Path(spec["prompts"]), output_dir, **spec.get("overrides", {}))
-    context = StageContext(entry_id="ppo", run_dir=output_dir.parent, section=Section("ppo", "PPO"))
     output_dir.mkdir(parents=True, exist_ok=True)
-    run_ppo_stage(*args, context=context, callbacks=fail_at(mode, step))
+    execute_stage(STAGES["ppo"], args, extra={"callbacks": fail_at(mode, step)})
 
 
 if __name__ == "__main__":

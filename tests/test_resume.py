@@ -1,7 +1,11 @@
-"""Kill a pretraining run (at a step, and in the middle of a checkpoint save), re-run the same
-command, and compare every step's loss and batch with an uninterrupted run."""
+"""Faults in every training stage: kill -9 at a seeded random step, kill -9 in the middle of a
+checkpoint save, SIGTERM (pre-emption), and a corrupted newest checkpoint. After each, the same
+command resumes from the last complete checkpoint and every step's loss (fp32, ≤ 1e-6) and batch
+equal an uninterrupted run's. A stage joins by adding a harness to `STAGES`."""
 
 import json
+import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +14,7 @@ import pytest
 from conftest import REPO
 
 HERE = Path(__file__).parent
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +45,7 @@ def recipe(cfg, out):
 
 
 def run(cmd, expect=0):
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=ONE_THREAD)
     assert proc.returncode == expect, proc.stderr[-3000:]
     return proc
 
@@ -49,44 +54,137 @@ def trace(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "step_trace.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture(scope="module")
-def reference(resume_config, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ref") / "pretrain"
-    run(recipe(resume_config, out))
-    rows = trace(out)
-    assert [r["step"] for r in rows] == list(range(1, 31))
-    return rows
-
-
 def assert_same_run(rows, reference):
     assert [r["step"] for r in rows] == [r["step"] for r in reference]
     assert [r["batch"] for r in rows] == [r["batch"] for r in reference]
     assert max(abs(a["loss"] - b["loss"]) for a, b in zip(rows, reference)) <= 1e-6
 
 
-def test_resume_after_kill_at_step(resume_config, reference, tmp_path):
-    out = tmp_path / "pretrain"
-    run([sys.executable, str(HERE / "resume_driver.py"), "step", "15", *recipe(resume_config, out)[2:]], expect=-9)
-    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-10"]
+class PretrainHarness:
+    """recipes/pretrain.py; faults injected by resume_driver.py; the stage's own step trace."""
+
+    name, steps, save_steps = "pretrain", 30, 10
+
+    def __init__(self, request, tmp_path_factory):
+        self.config = request.getfixturevalue("resume_config")
+
+    def command(self, out: Path, mode: str = "none", step: int = 0) -> list[str]:
+        if mode == "none":
+            return recipe(self.config, out)
+        return [sys.executable, str(HERE / "resume_driver.py"), mode, str(step), *recipe(self.config, out)[2:]]
+
+    def trace(self, out: Path) -> list[dict]:
+        return trace(out)
+
+    def weights(self, checkpoint: Path) -> Path:
+        return checkpoint / "model.safetensors"
+
+
+class PPOHarness:
+    """hfllm's PPO through execute_stage (ppo_resume_driver.py): each update's rollout batch hash, and its
+    policy loss from the log history."""
+
+    name, steps, save_steps = "ppo", 6, 2
+
+    def __init__(self, request, tmp_path_factory):
+        import ppo_models
+
+        root = tmp_path_factory.mktemp("ppo_resume")
+        paths = ppo_models.save_models(root, ppo_models.tokenizer())
+        self.spec = {"paths": {k: str(v) for k, v in paths.items()},
+                     "prompts": str(ppo_models.prompt_dataset(root / "prompts", n_train=24)),
+                     "overrides": {"total_episodes": 24, "num_sample_generations": 0}}
+        self.root = root
+
+    def command(self, out: Path, mode: str = "none", step: int = 0) -> list[str]:
+        spec = self.root / f"{out.parent.name}_{out.name}.json"
+        spec.write_text(json.dumps({**self.spec, "output_dir": str(out)}))
+        return [sys.executable, str(HERE / "ppo_resume_driver.py"), mode, str(step), str(spec)]
+
+    def trace(self, out: Path) -> list[dict]:
+        batches = {}
+        for line in (out / "batch_trace.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            batches[row["step"]] = row["batch"]  # a resumed run repeats the killed run's unsaved updates
+        last = max((p for p in out.glob("checkpoint-*")), key=lambda p: int(p.name.split("-")[1]))
+        history = json.loads((last / "trainer_state.json").read_text())["log_history"]
+        return [{"step": r["step"], "loss": r["loss/policy_avg"], "batch": batches[r["step"]]}
+                for r in history if "loss/policy_avg" in r]
+
+    def weights(self, checkpoint: Path) -> Path:
+        return checkpoint / "value_model" / "model.safetensors"  # the second weights file of a PPO checkpoint
+
+
+HARNESSES = {"pretrain": PretrainHarness, "ppo": PPOHarness}  # sft, reward, dpo: one line each
+
+
+@pytest.fixture(scope="module", params=list(HARNESSES))
+def stage(request, tmp_path_factory):
+    harness = HARNESSES[request.param](request, tmp_path_factory)
+    out = tmp_path_factory.mktemp(f"{harness.name}_reference") / harness.name
+    run(harness.command(out))
+    harness.reference = harness.trace(out)
+    assert [r["step"] for r in harness.reference] == list(range(1, harness.steps + 1))
+    return harness
+
+
+def metrics(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())["metrics"]
+
+
+def resumes_the_same(stage, out: Path, checkpoint: str) -> None:
+    """The same command again: it resumes from `checkpoint` and matches the uninterrupted run."""
+    proc = run(stage.command(out))
+    assert metrics(out)["resumed_from"] == checkpoint, proc.stderr[-2000:]
+    assert_same_run(stage.trace(out), stage.reference)
+
+
+def test_kill_at_a_seeded_random_step_resumes_the_same(stage, tmp_path):
+    step = random.Random(f"kill {stage.name}").randint(stage.save_steps + 1, stage.steps - 1)
+    out = tmp_path / stage.name
+    run(stage.command(out, "step", step), expect=-9)
+    last = (step - 1) // stage.save_steps * stage.save_steps  # a save comes after its step's callbacks
+    assert max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*")) == last
     assert not (out / "manifest.json").exists()
-    run(recipe(resume_config, out))
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["metrics"]["resumed_from"] == "checkpoint-10"
-    assert manifest["metrics"]["steps"] == 30
-    assert_same_run(trace(out), reference)
+    resumes_the_same(stage, out, f"checkpoint-{last}")
 
 
-def test_resume_after_kill_mid_checkpoint_save(resume_config, reference, tmp_path):
-    out = tmp_path / "pretrain"
-    run([sys.executable, str(HERE / "resume_driver.py"), "save", "20", *recipe(resume_config, out)[2:]], expect=-9)
-    partial = out / "checkpoint-20"
-    assert partial.exists() and not (partial / "trainer_state.json").exists()
-    run(recipe(resume_config, out))
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["metrics"]["resumed_from"] == "checkpoint-10"
-    assert_same_run(trace(out), reference)
+def test_kill_in_the_middle_of_a_checkpoint_save_resumes_from_the_previous(stage, tmp_path):
+    out = tmp_path / stage.name
+    step = 2 * stage.save_steps
+    run(stage.command(out, "save", step), expect=-9)
+    partial = out / f"checkpoint-{step}"
+    assert partial.exists() and stage.weights(partial).exists() and not (partial / "trainer_state.json").exists()
+    resumes_the_same(stage, out, f"checkpoint-{stage.save_steps}")
     # Checkpoints are safetensors; no pickled weights.
-    assert list(out.glob("checkpoint-30/*.safetensors")) and not list(out.rglob("pytorch_model.bin"))
+    assert list(out.glob(f"checkpoint-{stage.steps}/*.safetensors")) and not list(out.rglob("pytorch_model.bin"))
+
+
+def test_sigterm_saves_a_checkpoint_then_the_same_command_resumes(stage, tmp_path):
+    out = tmp_path / stage.name
+    step = stage.save_steps + 1
+    proc = run(stage.command(out, "term", step), expect=143)
+    assert f"hfllm: SIGTERM: saved checkpoint-{step} (step {step} of {stage.steps})" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (out / "manifest.json").exists()
+    assert sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*")) == [stage.save_steps, step]
+    resumes_the_same(stage, out, f"checkpoint-{step}")
+
+
+def test_a_corrupted_newest_checkpoint_is_refused_and_the_previous_used(stage, tmp_path):
+    out = tmp_path / stage.name
+    run(stage.command(out, "step", stage.steps - 1), expect=-9)
+    newest = max(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    weights = stage.weights(newest)
+    data = bytearray(weights.read_bytes())
+    data[-8] ^= 0xFF  # one bit pattern in the last tensor: same size, header intact
+    weights.write_bytes(bytes(data))
+    proc = run(stage.command(out))
+    refused = [line for line in proc.stderr.splitlines() if "refused" in line]
+    assert refused == [f"hfllm: {newest}: refused, {weights.relative_to(newest)} changed since it was saved "
+                       f"(SHA-256 differs); set aside as incomplete-{newest.name}"]
+    previous = int(newest.name.split("-")[1]) - stage.save_steps
+    assert metrics(out)["resumed_from"] == f"checkpoint-{previous}"
+    assert_same_run(stage.trace(out), stage.reference)
 
 
 @pytest.fixture(scope="module")
