@@ -44,8 +44,8 @@ def recipe(cfg, out):
     return [sys.executable, str(REPO / "recipes" / "pretrain.py"), "--config", str(cfg), "--output_dir", str(out)]
 
 
-def run(cmd, expect=0):
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=ONE_THREAD)
+def run(cmd, expect=0, env=None):
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env or ONE_THREAD)
     assert proc.returncode == expect, proc.stderr[-3000:]
     return proc
 
@@ -246,3 +246,62 @@ def test_compiled_run_resumes_the_same(resume_config, tmp_path):
     run([*recipe(resume_config, out), *compiled])
     assert json.loads((out / "manifest.json").read_text())["metrics"]["resumed_from"] == "checkpoint-5"
     assert_same_run(trace(out), trace(ref))
+
+
+# ------------------------------------------------------------------------------------ the pipeline
+
+PLANTED_TOKEN = "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0123"
+
+
+def test_hfllm_run_killed_mid_entry_resumes_there_and_skips_finished_ones(tiny_run, tmp_path):
+    """data (an earlier run's) → tokenizer → pretrain (SIGKILLed after its first checkpoint) → eval; the
+    same `hfllm run` again skips data and tokenizer, resumes pretraining from its checkpoint and runs
+    the evaluation. A token in the environment reaches no file and no output."""
+    import shutil
+    import signal
+    import time
+
+    tiny = REPO / "recipes" / "configs" / "tiny"
+    shutil.copy(tiny / "data.yaml", tmp_path / "data.yaml")
+    (tmp_path / "tokenizer.yaml").write_text("vocab_size: 512\nmax_train_bytes: 300000\n")
+    (tmp_path / "pretrain.yaml").write_text("num_layers: 1\nhidden_size: 32\nnum_heads: 2\nmax_length: 64\n"
+                                            "per_device_train_batch_size: 4\nmax_steps: 40\nsave_steps: 10\n"
+                                            "precision: fp32\nrecord_step_trace: true\nseed: 5\n")
+    (tmp_path / "evaluation.yaml").write_text("max_eval_docs: 4\nbigram_baseline: false\nlm_eval_check: false\n")
+    (tmp_path / "pipeline.yaml").write_text("name: killed\nstages:\n  - {stage: data, config: data.yaml}\n"
+                                            "  - {stage: tokenizer, config: tokenizer.yaml}\n"
+                                            "  - {stage: pretrain, config: pretrain.yaml}\n"
+                                            "  - {stage: eval, config: evaluation.yaml}\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    shutil.copytree(tiny_run / "data", run_dir / "data")  # what an earlier run of the same data entry wrote
+    cmd = [sys.executable, "-m", "hfllm.cli", "run", str(tmp_path / "pipeline.yaml"), "--run_dir", str(run_dir)]
+    env = {**ONE_THREAD, "HF_TOKEN": PLANTED_TOKEN}
+    log = tmp_path / "first.log"
+    with log.open("w") as out:
+        first = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env, start_new_session=True)
+        checkpoint = run_dir / "pretrain" / "checkpoint-10" / "trainer_state.json"
+        while not checkpoint.exists() and first.poll() is None:
+            time.sleep(0.2)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert first.returncode == -9, log.read_text()[-3000:]
+    assert (run_dir / "tokenizer" / "manifest.json").exists() and not (run_dir / "pretrain" / "manifest.json").exists()
+
+    second = run(cmd, env=env)
+    status = [line for line in second.stdout.splitlines() if line.startswith("[hfllm]")]
+    assert any(line.startswith("[hfllm] data: unchanged, skipped") for line in status), status
+    assert any(line.startswith("[hfllm] tokenizer: unchanged, skipped") for line in status), status
+    assert any(line.startswith("[hfllm] pretrain: running") for line in status), status
+    pretrain = json.loads((run_dir / "pretrain" / "manifest.json").read_text())["metrics"]
+    resumed = int(pretrain["resumed_from"].split("-")[1])
+    assert resumed >= 10 and pretrain["steps"] == 40
+    assert [r["step"] for r in trace(run_dir / "pretrain")] == list(range(1, 41))
+    assert json.loads((run_dir / "eval" / "manifest.json").read_text())["metrics"]["bits_per_byte"] > 0
+    assert run(cmd).stdout.count("unchanged, skipped") == 4  # and a third run has nothing left to do
+
+    outputs = log.read_text() + second.stdout + second.stderr
+    assert PLANTED_TOKEN not in outputs
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert PLANTED_TOKEN.encode() not in path.read_bytes(), f"the token leaked into {path}"
