@@ -93,7 +93,8 @@ class PPOHarness:
         paths = ppo_models.save_models(root, ppo_models.tokenizer())
         self.spec = {"paths": {k: str(v) for k, v in paths.items()},
                      "prompts": str(ppo_models.prompt_dataset(root / "prompts", n_train=24)),
-                     "overrides": {"total_episodes": 24, "num_sample_generations": 0}}
+                     "overrides": {"total_episodes": 24, "num_sample_generations": 0,
+                                   "enable_jit_checkpoint": True}}  # TRL 1.12's PPOConfig: off by default
         self.root = root
 
     def command(self, out: Path, mode: str = "none", step: int = 0) -> list[str]:

@@ -63,7 +63,7 @@ from trl import ModelConfig, ScriptArguments, get_peft_config
 from hfllm.alignment import ppo_math as pm
 from hfllm.data.loading import load_text_dataset
 from hfllm.errors import ConfigError, DataError
-from hfllm.faults import PreemptionArguments, checkpoint_step, fault_tolerance_callbacks, resume_checkpoint
+from hfllm.faults import checkpoint_step, fault_tolerance_callbacks, resume_checkpoint
 from hfllm.memory import keep_freed_memory_on_cpu
 from hfllm.modeling import check_vocab, load_causal_lm, load_tokenizer
 from hfllm.report import StageContext
@@ -73,7 +73,7 @@ VALUE_MODEL_DIR = "value_model"  # the value model's subfolder in checkpoints an
 
 
 @dataclass
-class PPOConfig(PreemptionArguments, TrainingArguments):
+class PPOConfig(TrainingArguments):
     """TRL 1.12.0's `PPOConfig`: the same fields with the same defaults (TRL's base-config overrides
     of `TrainingArguments` included), so its YAML files and command lines parse unchanged.
 
