@@ -57,6 +57,7 @@ class PreemptionArguments:
     grace period the orchestrator leaves before its SIGKILL. (TRL's own configs have
     `enable_jit_checkpoint`, off by default, and the grace period defaults to 30 s.)"""
 
+    # Neither changes what a run computes: hfllm.pipeline leaves both out of an entry's fingerprint.
     enable_jit_checkpoint: bool = field(
         default=True,
         metadata={"help": "On SIGTERM (pre-emption), every process stops at the end of the same optimizer step, "
