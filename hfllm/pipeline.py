@@ -189,7 +189,7 @@ def input_fingerprint(value: str | None) -> str:
 # TrainingArguments (so of every TRL config) that never change what a stage computes. A field of
 # hfllm's own dataclasses opts out with `metadata={"fingerprint": False}`.
 _NOT_OUTPUT = re.compile(r"^(output_dir|overwrite_output_dir|run_name|project|disable_tqdm|report_to|push_to_hub"
-                         r"|logging_.*|log_.*|hub_.*|trackio_.*)$")
+                         r"|logging_.*|log_.*|hub_.*|trackio_.*|enable_jit_checkpoint|jit_checkpoint_.*)$")
 
 
 def affects_output(name: str, dataclass_types: tuple[type, ...] = ()) -> bool:
