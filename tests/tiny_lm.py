@@ -3,6 +3,7 @@ Llama config, and a transformers `Trainer` on the CPU (fp32)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
@@ -11,6 +12,16 @@ from hfllm.evaluation.loglikelihood import encode_pair
 from hfllm.modeling import llama_config
 from hfllm.packing import collate_blocks, pack_documents
 from hfllm.tokenizer import train_bpe
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """One torch thread while a test runs: a tiny model's matmuls gain nothing from a second one, and
+    on a shared, busy machine two threads spin-waiting on each other cost ~10× the CPU time."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tokenizer_for(texts: list[str], vocab_size: int = 512):

@@ -48,9 +48,13 @@ class Overlap:
     eval: str
     n: int
     eval_items: int
-    contaminated_items: int  # evaluation items sharing at least one n-gram with the training text
+    contaminated: tuple[int, ...]  # indices of the evaluation items sharing an n-gram with the training text
     eval_ngrams: int
     shared_ngrams: int
+
+    @property
+    def contaminated_items(self) -> int:
+        return len(self.contaminated)
 
     @property
     def contaminated_fraction(self) -> float:
@@ -83,7 +87,7 @@ def ngram_overlap(train_sets: Mapping[str, Iterable[str]], eval_sets: Mapping[st
                         seen.add(gram)
         for eval_name, grams in item_ngrams.items():
             all_grams = set().union(*grams) if grams else set()
-            out.append(Overlap(train_name, eval_name, n, len(grams), sum(bool(g & seen) for g in grams),
+            out.append(Overlap(train_name, eval_name, n, len(grams), tuple(i for i, g in enumerate(grams) if g & seen),
                                len(all_grams), len(all_grams & seen)))
     return out
 
