@@ -7,8 +7,9 @@ import time
 import pytest
 
 from hfllm import corpus
-from hfllm.evaluation.contamination import ngram_overlap, ordering_test, word_ngrams
+from hfllm.evaluation.contamination import ngram_overlap, ordering_test, overlap_table, word_ngrams
 from hfllm.evaluation.python_questions import lookup_facts
+
 from tiny_lm import pretrain, single_thread, tiny_llama, tokenizer_for  # noqa: F401 (autouse fixture)
 
 
@@ -24,6 +25,8 @@ def test_word_ngrams_and_overlap_by_hand():
     assert (web.eval_items, web.contaminated, web.eval_ngrams, web.shared_ngrams) == (3, (0,), 6, 2)
     assert (books.contaminated, books.shared_ngrams) == ((1,), 2)
     assert web.contaminated_fraction == pytest.approx(1 / 3) and web.shared_ngram_fraction == pytest.approx(1 / 3)
+    headers, rows = overlap_table([web, books])
+    assert len(headers) == len(rows[0]) and rows[0][:5] == ["web", "quiz", 3, 3, "1 (33.3%)"]
 
 
 def test_overlap_finds_exactly_the_planted_documents_in_real_text():

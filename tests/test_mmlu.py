@@ -25,6 +25,7 @@ from hfllm.evaluation.mmlu import (
 from hfllm.evaluation.python_questions import (
     FACT_KINDS, SUBJECTS, _documents, lookup_facts, multiple_choice_items,
 )
+
 from tiny_lm import single_thread, tiny_llama, tokenizer_for, train_on_answers  # noqa: F401 (autouse fixture)
 
 CORPUS_SOURCES = ("pydoc_topics", "stdlib_docstrings")
@@ -113,8 +114,9 @@ def test_lookup_facts_are_true_and_disjoint_from_the_mmlu_items(items, corpus_te
     kinds = Counter(f.kind for f in facts)
     assert set(kinds) == set(FACT_KINDS) and kinds["next_word"] > 1000 and kinds["module_of_function"] > 500
     assert lookup_facts() == facts and lookup_facts(seed=1) != facts
-    mmlu_names = {c.removesuffix("()") for i in items["python_builtins"] for c in i.choices if i.question.startswith("Which")}
-    mmlu_answers = {i.choices[i.answer].removesuffix("()") for i in items["python_builtins"] if i.question.startswith("Which")}
+    asking_names = [i for i in items["python_builtins"] if i.question.startswith("Which")]
+    mmlu_names = {c.removesuffix("()") for i in asking_names for c in i.choices}
+    mmlu_answers = {i.choices[i.answer].removesuffix("()") for i in asking_names}
     lookup_names = {f.answer for f in facts if f.kind == "builtin_name"}
     assert lookup_names and not lookup_names & mmlu_answers and lookup_names & mmlu_names  # distractors may be shared
     rng = random.Random(0)
@@ -188,7 +190,8 @@ def test_lm_eval_log_likelihoods_equal_hfllms_scorer_and_truncation_is_counted(t
             picks = {k: v for k, v in scores.predictions[scoring].items() if k.startswith(subject + "/")}
             answers = {f"{subject}/{s['doc_id']}": s["doc"]["answer"]
                        for s in run.samples[f"{SCORINGS[scoring]}_{subject}"]}
-            assert sum(picks[k] == answers[k] for k in picks) / len(picks) == pytest.approx(scores.by_subject[scoring][subject])
+            accuracy = sum(picks[k] == answers[k] for k in picks) / len(picks)
+            assert accuracy == pytest.approx(scores.by_subject[scoring][subject])
     assert scores.scorings["letter"].truncated_items == sum(run.truncated_docs[f"hfllm_mmlu_{s}"] for s in SUBJECTS)
 
 
@@ -223,8 +226,8 @@ def test_lm_eval_cli_runs_the_task_from_another_directory(task_dir, tokenizer, t
 def test_model_fine_tuned_on_the_answers_scores_ninety_percent(task_dir, tokenizer, tmp_path):
     """Chance before; ≥ 90 % by every scoring after fine-tuning on the answers, on lm-eval's own prompts."""
     model = tiny_llama(tokenizer, layers=2, hidden=96, heads=3, context=256)
-    before = score_mmlu_three_ways(model, tokenizer, task_dir, num_fewshot=0, limit=20, samples_dir=tmp_path / "before",
-                                   scorings=("letter", "text"))  # the generation prompt is the letter one
+    before = score_mmlu_three_ways(model, tokenizer, task_dir, num_fewshot=0, limit=20,  # generation's prompt is
+                                   samples_dir=tmp_path / "before", scorings=("letter", "text"))  # the letter one
     assert all(s.accuracy < 0.6 for s in before.scorings.values()), before.to_json()
     pairs = []
     for scoring in ("letter", "text"):

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 from hfllm.evaluation.bpb import nll_per_text
 
@@ -90,6 +90,13 @@ def ngram_overlap(train_sets: Mapping[str, Iterable[str]], eval_sets: Mapping[st
             out.append(Overlap(train_name, eval_name, n, len(grams), tuple(i for i, g in enumerate(grams) if g & seen),
                                len(all_grams), len(all_grams & seen)))
     return out
+
+
+def overlap_table(overlaps: list[Overlap]) -> tuple[list[str], list[list]]:
+    """Headers and rows for a report table, one row per (training set, evaluation set) pair."""
+    headers = ["training set", "evaluation set", "n", "items", "items sharing an n-gram", "n-grams shared"]
+    return headers, [[o.train, o.eval, o.n, o.eval_items, f"{o.contaminated_items} ({o.contaminated_fraction:.1%})",
+                      f"{o.shared_ngrams} ({o.shared_ngram_fraction:.1%})"] for o in overlaps]
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from hfllm.evaluation.python_questions import LETTERS, SUBJECT_DESCRIPTIONS, SUB
 
 TASK_FOLDER = "hfllm_mmlu"
 SCORINGS = {"letter": "hfllm_mmlu", "text": "hfllm_mmlu_text", "generation": "hfllm_mmlu_gen"}
-TEMPLATES = {"letter": "_letter_template_yaml", "text": "_text_template_yaml", "generation": "_generation_template_yaml"}
+TEMPLATES = {scoring: f"_{scoring}_template_yaml" for scoring in SCORINGS}
 # lm-eval's result key of each scoring's accuracy ("metric,filter").
 METRICS = {"letter": "acc,none", "text": "acc,none", "generation": "exact_match,extract_letter"}
 INVALID = "[invalid]"  # the generation scoring's answer when the reply names no letter
@@ -120,9 +120,23 @@ def write_mmlu_task(task_dir: str | Path, *, seed: int = 0, n_dev: int = 5, n_te
                     {"group": group, "task": [task.task_name(scoring, s) for s in subjects],
                      "aggregate_metric_list": [aggregate], "metadata": {"version": 1.0}})
     task.fingerprint = _fingerprint(sorted((folder / "data").glob("*.jsonl")))
-    (folder / "task.json").write_text(json.dumps({"seed": seed, "counts": task.counts, "fingerprint": task.fingerprint},
-                                                 indent=1))
+    meta = {"seed": seed, "counts": task.counts, "fingerprint": task.fingerprint}
+    (folder / "task.json").write_text(json.dumps(meta, indent=1))
     return task
+
+
+def _row_problem(row: Any) -> str | None:
+    if not isinstance(row, dict):
+        return "not an object"
+    if not isinstance(row.get("question"), str) or not row["question"].strip():
+        return "question is missing or empty"
+    choices = row.get("choices")
+    if not (isinstance(choices, list) and len(choices) == 4 and all(isinstance(c, str) for c in choices)):
+        return "choices is not a list of 4 strings"
+    answer = row.get("answer")
+    if not (isinstance(answer, int) and not isinstance(answer, bool) and 0 <= answer < 4):
+        return "answer is not an integer 0–3"
+    return None
 
 
 def read_items(path: str | Path) -> list[dict[str, Any]]:
@@ -137,16 +151,7 @@ def read_items(path: str | Path) -> list[dict[str, Any]]:
             row = json.loads(line)
         except json.JSONDecodeError as err:
             raise DataError(f"row {number}: not JSON ({err.msg})", where=str(path)) from None
-        problem = (
-            "not an object" if not isinstance(row, dict)
-            else "question is missing or empty" if not isinstance(row.get("question"), str) or not row["question"].strip()
-            else "choices is not a list of 4 strings"
-            if not (isinstance(row.get("choices"), list) and len(row["choices"]) == 4
-                    and all(isinstance(c, str) for c in row["choices"]))
-            else "answer is not an integer 0–3"
-            if not (isinstance(row.get("answer"), int) and not isinstance(row["answer"], bool) and 0 <= row["answer"] < 4)
-            else None
-        )
+        problem = _row_problem(row)
         if problem:
             raise DataError(f"row {number}: {problem}", where=str(path))
         rows.append(row)

@@ -43,10 +43,10 @@ import random
 import re
 import sysconfig
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from hfllm import corpus
 from hfllm.evaluation.contamination import count_words
@@ -349,7 +349,8 @@ def multiple_choice_items(seed: int = 0, subjects: Iterable[str] = SUBJECTS) -> 
         "python_builtins": lambda rng: _builtin_items(rng, definitions()),
         "python_language_reference": lambda rng: _continuation_items(rng, "python_language_reference",
                                                                      sentences("pydoc_topics")),
-        "python_stdlib_docs": lambda rng: _continuation_items(rng, "python_stdlib_docs", sentences("stdlib_docstrings")),
+        "python_stdlib_docs": lambda rng: _continuation_items(rng, "python_stdlib_docs",
+                                                              sentences("stdlib_docstrings")),
     }
     out = {}
     for subject in subjects:
