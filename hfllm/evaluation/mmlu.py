@@ -265,13 +265,13 @@ def summarize(run: HarnessRun, task: MmluTask, scorings: tuple[str, ...] = tuple
         truncated = 0
         for subject in task.counts:
             name = task.task_name(scoring, subject)
-            by_subject[scoring][subject] = run.results[name][metric]
+            by_subject[scoring][subject] = float(run.results[name][metric])
             truncated += run.truncated_docs.get(name, 0)
             for sample in run.samples.get(name, []):
                 predictions[scoring][f"{subject}/{sample['doc_id']}"] = _predicted(scoring, sample)
         stderr = group.get(stderr_key)
         out[scoring] = Scoring(
-            accuracy=group[metric],
+            accuracy=float(group[metric]),
             stderr=None if stderr in (None, "N/A") else float(stderr),
             n=len(predictions[scoring]),
             truncated_items=truncated,
