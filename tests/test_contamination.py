@@ -5,12 +5,11 @@ import itertools
 import time
 
 import pytest
+from tiny_lm import pretrain, single_thread, tiny_llama, tokenizer_for  # noqa: F401 (autouse fixture)
 
 from hfllm import corpus
 from hfllm.evaluation.contamination import ngram_overlap, ordering_test, overlap_table, word_ngrams
 from hfllm.evaluation.python_questions import lookup_facts
-
-from tiny_lm import pretrain, single_thread, tiny_llama, tokenizer_for  # noqa: F401 (autouse fixture)
 
 
 def test_word_ngrams_and_overlap_by_hand():

@@ -5,12 +5,11 @@ import math
 
 import evaluate
 import pytest
+from tiny_lm import single_thread, tiny_llama, tokenizer_for  # noqa: F401 (autouse fixture)
 
 from hfllm import corpus
 from hfllm.evaluation.bpb import PERPLEXITY_CAVEAT, language_model_scores, nll_per_text, score_texts
 from hfllm.evaluation.metrics import metric_path
-
-from tiny_lm import single_thread, tiny_llama, tokenizer_for  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="module")

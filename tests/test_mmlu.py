@@ -14,19 +14,28 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_lm import single_thread, tiny_llama, tokenizer_for, train_on_answers  # noqa: F401 (autouse fixture)
 
 from hfllm.errors import ConfigError, DataError
 from hfllm.evaluation.contamination import ngram_overlap
 from hfllm.evaluation.harness import run_lm_eval
 from hfllm.evaluation.loglikelihood import continuation_loglikelihood
 from hfllm.evaluation.mmlu import (
-    SCORINGS, load_mmlu_task, read_items, score_mmlu_three_ways, summarize, task_texts, write_mmlu_task,
+    SCORINGS,
+    load_mmlu_task,
+    read_items,
+    score_mmlu_three_ways,
+    summarize,
+    task_texts,
+    write_mmlu_task,
 )
 from hfllm.evaluation.python_questions import (
-    FACT_KINDS, SUBJECTS, _documents, lookup_facts, multiple_choice_items,
+    FACT_KINDS,
+    SUBJECTS,
+    _documents,
+    lookup_facts,
+    multiple_choice_items,
 )
-
-from tiny_lm import single_thread, tiny_llama, tokenizer_for, train_on_answers  # noqa: F401 (autouse fixture)
 
 CORPUS_SOURCES = ("pydoc_topics", "stdlib_docstrings")
 

@@ -246,7 +246,8 @@ def score_mmlu_three_ways(
     """
     task = load_mmlu_task(task_dir)
     run = run_lm_eval(model, tokenizer, [SCORINGS[s] for s in scorings], include_path=Path(task_dir).resolve(),
-                      include_defaults=False, num_fewshot=num_fewshot, chat=chat, limit=limit, batch_size=batch_size, samples_dir=samples_dir)
+                      include_defaults=False, num_fewshot=num_fewshot, chat=chat, limit=limit,
+                      batch_size=batch_size, samples_dir=samples_dir)
     return summarize(run, task, scorings)
 
 
