@@ -128,15 +128,19 @@ def run_synthetic_stage(args: SyntheticArguments, *, context: StageContext) -> d
     wanted = args.num_conversations + args.num_prompts
     rng = random.Random(args.seed)
     prompts: list[str] = []
-    attempts, limit = 0, 20 * wanted
+    attempts, limit = 0, 3 * wanted + 32  # a generator that keeps failing the filter is stopped
     while len(prompts) < wanted and attempts < limit:
-        batch = max(wanted - len(prompts), 64)
+        batch = max(wanted - len(prompts), 8)
         if args.generator == "templates":
             proposed = [p.prompt for p in sample_problems(args.tasks, batch, seed=rng.randrange(1 << 30))]
         else:
             proposed = _llm_proposals(args, batch, rng)
-        attempts += len(proposed)
-        prompts += [p.strip() for p in proposed if keep.keep(p)][: wanted - len(prompts)]
+        for proposal in proposed:
+            attempts += 1
+            if keep.keep(proposal):
+                prompts.append(proposal.strip())
+            if len(prompts) == wanted:
+                break
     if len(prompts) < wanted:
         raise DataError(f"the generator gave {len(prompts)} usable prompts of {wanted} after {attempts} proposals "
                         f"(dropped: {dict(keep.dropped)})", where=args.generator_model or "templates")
