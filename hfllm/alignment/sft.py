@@ -53,6 +53,9 @@ class SFTScriptArguments:
     dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
     dataset_test_split: str | None = field(default=None, metadata={"help": "Held-out split for eval loss (optional)."})
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer (default: the model's)."})
+    dataset_completion_field: str | None = field(
+        default=None, metadata={"help": "Train on `prompt` + this column as the completion (e.g. `chosen` of a preference "
+                                "dataset: SFT on the chosen replies, DPO's control)."})
     merge_adapters: bool = field(default=True, metadata={"help": "LoRA: merge the adapters into the saved model."})
     compact_lm_head: bool = field(default=True, metadata={"help": "CPU: score only labelled positions (faster)."})
 
@@ -101,6 +104,16 @@ def save_chat_model(trainer, tokenizer, output_dir: Path, *, merge_adapters: boo
     return merged
 
 
+def completion_from(ds, column: str, where: str):
+    """`prompt` and `column` renamed `completion`: prompt/completion rows for SFT."""
+    from hfllm.errors import DataError
+
+    for name in ("prompt", column):
+        if name not in ds.column_names:
+            raise DataError(f"column not found (columns: {', '.join(ds.column_names)})", where=where, field=name)
+    return ds.select_columns(["prompt", column]).rename_column(column, "completion")
+
+
 def write_log_history(trainer, output_dir: Path) -> None:
     (output_dir / LOG_HISTORY).write_text(json.dumps(trainer.state.log_history, indent=1))
 
@@ -122,6 +135,8 @@ def run_sft_stage(
     output_dir = Path(training_args.output_dir)
     tokenizer = load_chat_tokenizer(script_args, model_args, training_args)
     train = load_split(script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config)
+    if script_args.dataset_completion_field:
+        train = completion_from(train, script_args.dataset_completion_field, script_args.dataset_name)
     train, dropped = prepare_sft_dataset(train, tokenizer, training_args.max_length, script_args.dataset_name,
                                          training_args.dataset_text_field)
     eval_ds = None

@@ -162,8 +162,9 @@ def run_task_eval_stage(args: TaskEvalArguments, *, context: StageContext) -> di
         scores[name] = {"accuracy": sum(correct) / len(correct), "ci_low": low, "ci_high": high, "n": len(correct)}
     (out_dir / SCORES).write_text(json.dumps(scores, indent=1))
     names = list(outcomes)
+    # Each later model against each earlier one (the pipeline's order: what a stage added).
     differences = {f"{a} - {b}": paired_bootstrap(outcomes[a], outcomes[b], args.bootstrap_samples, args.seed)
-                   for i, a in enumerate(names) for b in names[i + 1:]}
+                   for i, a in enumerate(names) for b in names[:i]}
     reward = None
     if args.reward_model and args.reward_pairs:
         from hfllm.alignment.reward import pairwise_accuracy, pairwise_scores
