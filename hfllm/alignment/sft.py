@@ -95,7 +95,11 @@ def save_chat_model(trainer, tokenizer, output_dir: Path, *, merge_adapters: boo
     model = trainer.accelerator.unwrap_model(trainer.model)
     merged = False
     if isinstance(model, PeftModel) and merge_adapters:
-        model = model.merge_and_unload()
+        base = model.get_base_model()
+        if getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False):
+            model = _merge_into_full_precision(model)  # QLoRA: a plain model, not re-quantized weights
+        else:
+            model = model.merge_and_unload()
         merged = True
     set_chat_generation_config(model, tokenizer)
     if trainer.accelerator.is_main_process:
@@ -112,6 +116,18 @@ def completion_from(ds, column: str, where: str):
         if name not in ds.column_names:
             raise DataError(f"column not found (columns: {', '.join(ds.column_names)})", where=where, field=name)
     return ds.select_columns(["prompt", column]).rename_column(column, "completion")
+
+
+def _merge_into_full_precision(peft_model):
+    """The adapters merged into the base model's weights loaded again in full precision."""
+    import tempfile
+
+    from peft import PeftModel
+
+    with tempfile.TemporaryDirectory() as adapter_dir:
+        peft_model.save_pretrained(adapter_dir)
+        base = load_causal_lm(peft_model.get_base_model().config._name_or_path, field="model_name_or_path")
+        return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
 
 
 def write_log_history(trainer, output_dir: Path) -> None:

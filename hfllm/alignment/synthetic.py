@@ -202,6 +202,7 @@ class FeedbackArguments:
     dataset_prompt_split: str = field(default="prompts", metadata={"help": "Split holding the prompts."})
     num_prompts: int | None = field(default=None, metadata={"help": "Use at most this many prompts."})
     num_samples: int = field(default=4, metadata={"help": "Replies sampled per prompt (k)."})
+    pairs_per_prompt: int = field(default=1, metadata={"help": "Pairs kept per prompt (distinct best × worst replies)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling."})
     max_new_tokens: int = field(default=32, metadata={"help": "Longest sampled reply."})
@@ -243,22 +244,31 @@ def run_feedback_stage(args: FeedbackArguments, *, context: StageContext) -> dic
         if best == worst:
             dropped["samples all scored alike"] += 1
             continue
-        chosen = rng.choice([r for r, s in zip(replies, scores) if s == best])
-        rejected = rng.choice([r for r, s in zip(replies, scores) if s == worst])
-        if not chosen.strip() or not rejected.strip():
+        # Best against worst: distinct texts on each side, paired at random, up to pairs_per_prompt.
+        best_replies = list(dict.fromkeys(r for r, s in zip(replies, scores) if s == best and r.strip()))
+        worst_replies = list(dict.fromkeys(r for r, s in zip(replies, scores) if s == worst and r.strip()))
+        if not best_replies or not worst_replies:
             dropped["empty completion"] += 1
             continue
-        rows.append({
-            "prompt": [{"role": "user", "content": prompt}],
-            "chosen": [{"role": "assistant", "content": chosen}],
-            "rejected": [{"role": "assistant", "content": rejected}],
-            "score_chosen": best, "score_rejected": worst, "judge": judge.name,
-        })
+        combos = [(c, r) for c in best_replies for r in worst_replies]
+        rng.shuffle(combos)
+        for chosen, rejected in combos[: args.pairs_per_prompt]:
+            rows.append({
+                "prompt": [{"role": "user", "content": prompt}],
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+                "score_chosen": best, "score_rejected": worst, "judge": judge.name,
+            })
     if not rows:
         raise DataError(f"no preference pair: {dict(dropped)}", where=args.dataset_name)
-    n_test = max(1, round(args.test_fraction * len(rows)))
+    # The test split takes whole prompts (all their pairs), so held-out pairs never share a prompt with training.
+    paired_prompts = list(dict.fromkeys(prompt_text(r["prompt"]) for r in rows))
+    test_prompts = set(paired_prompts[: max(1, round(args.test_fraction * len(paired_prompts)))])
+    is_test = [prompt_text(r["prompt"]) in test_prompts for r in rows]
     pairs = datasets.Dataset.from_list(rows)
-    dd = datasets.DatasetDict({"train": pairs.select(range(n_test, len(rows))), "test": pairs.select(range(n_test))})
+    dd = datasets.DatasetDict({"train": pairs.select([i for i, t in enumerate(is_test) if not t]),
+                               "test": pairs.select([i for i, t in enumerate(is_test) if t])})
+    n_test = len(dd["test"])
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     dd.save_to_disk(args.output_dir)
 
