@@ -81,11 +81,16 @@ def test_feedback_pairs_ranked_by_a_judge(instructions, tiny_dir, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir / "tokenizer")
     rm = _random_reward_model(tmp_path / "rm", tokenizer)
     args = FeedbackArguments(model_name_or_path=str(tiny_dir / "pretrain"), dataset_name=str(out), num_prompts=40,
-                             num_samples=3, max_new_tokens=8, judge=f"reward_model:{rm}", agreement_judge="verifier",
-                             test_fraction=0.25, output_dir=str(tmp_path / "feedback"))
+                             num_samples=3, pairs_per_prompt=2, max_new_tokens=8, judge=f"reward_model:{rm}",
+                             agreement_judge="verifier", test_fraction=0.25, output_dir=str(tmp_path / "feedback"))
     metrics = run_feedback_stage(args, context=context(tmp_path, "feedback"))
     dd = datasets.load_from_disk(str(tmp_path / "feedback"))
-    assert metrics["pairs_train"] + metrics["pairs_test"] + sum(metrics["dropped"].values()) == 40
+    prompts = {split: [p[0]["content"] for p in dd[split]["prompt"]] for split in ("train", "test")}
+    paired = len(set(prompts["train"]) | set(prompts["test"]))
+    assert paired + sum(metrics["dropped"].values()) == 40
+    # A scoring judge with distinct scores has one best and one worst reply: one pair a prompt.
+    assert metrics["pairs_train"] + metrics["pairs_test"] == paired
+    assert not set(prompts["train"]) & set(prompts["test"])  # whole prompts are held out
     assert len(dd["test"]) == metrics["pairs_test"] > 0
     row = dd["train"][0]
     assert row["prompt"][0]["role"] == "user" and row["chosen"][0]["role"] == "assistant"
