@@ -51,7 +51,8 @@ def run(variant: str, model_dir: str, tokenizer, data, args) -> dict[str, float]
     with tempfile.TemporaryDirectory() as out:
         config = DPOConfig(output_dir=out, max_steps=args.steps, per_device_train_batch_size=args.batch, bf16=False,
                            learning_rate=5e-5, max_length=96, report_to="none", save_strategy="no", disable_tqdm=True,
-                           logging_steps=args.steps, precompute_ref_log_probs=recipe, gradient_checkpointing=not recipe)
+                           logging_steps=args.steps, precompute_ref_log_probs=recipe,
+                           gradient_checkpointing=not recipe)
         model = AutoModelForCausalLM.from_pretrained(model_dir)
         start = time.perf_counter()
         trainer = DPOTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer)

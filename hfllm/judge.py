@@ -42,7 +42,8 @@ class Judge:
     def score(self, prompts: Sequence[str], replies: Sequence[str]) -> list[float]:
         raise NotImplementedError(f"{type(self).__name__} is a pairwise judge: use compare")
 
-    def _prefers_first(self, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> list[float | None]:
+    def _prefers_first(self, prompts: Sequence[str], first: Sequence[str],
+                       second: Sequence[str]) -> list[float | None]:
         """One order: 1.0 (first better), 0.0 (second better), None (no verdict)."""
         scores_a, scores_b = self.score(prompts, first), self.score(prompts, second)
         return [1.0 if a > b else 0.0 if b > a else 0.5 for a, b in zip(scores_a, scores_b)]
@@ -77,7 +78,8 @@ class VerifierJudge(Judge):
         return [float(verify(p, r, self.tasks)) for p, r in zip(prompts, replies)]
 
 
-def check_same_vocabulary(policy_tokenizer, reward_tokenizer, reward_name: str, *, field: str = "reward_model_path") -> None:
+def check_same_vocabulary(policy_tokenizer, reward_tokenizer, reward_name: str, *,
+                          field: str = "reward_model_path") -> None:
     """A reward model scores the policy's token ids only if both tokenizers map text to the same ids."""
     if policy_tokenizer.get_vocab() != reward_tokenizer.get_vocab():
         raise ConfigError(
@@ -115,7 +117,8 @@ class RewardModelJudge(Judge):
         pad = self.tokenizer.pad_token_id
         scores: list[float] = []
         for start in range(0, len(texts), self.batch_size):
-            ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[start:start + self.batch_size]]
+            batch = texts[start:start + self.batch_size]
+            ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in batch]
             width = max(len(x) for x in ids)
             input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
             mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+from test_reward import preference_dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, ModelConfig
 
@@ -14,7 +15,6 @@ from hfllm.alignment.dpo import DPOScriptArguments, run_dpo_stage
 from hfllm.errors import DataError
 from hfllm.report import Section, StageContext
 from hfllm.tokenizer import IM_END
-from test_reward import preference_dataset
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +53,8 @@ def test_dpo_stage(tiny_dir, tmp_path, loss_type, beta):
 
 def test_dpo_bad_input(tiny_dir, tmp_path):
     bad = tmp_path / "bad"
-    datasets.DatasetDict({"train": datasets.Dataset.from_list([{"prompt": "a", "rejected": "b"}])}).save_to_disk(str(bad))
+    rows = [{"prompt": "a", "rejected": "b"}]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(str(bad))
     with pytest.raises(DataError, match="column not found") as err:
         run_dpo_stage(DPOScriptArguments(dataset_name=str(bad)), dpo_config(tmp_path / "dpo"),
                       ModelConfig(model_name_or_path=str(tiny_dir / "pretrain")),

@@ -9,8 +9,16 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from hfllm.errors import ConfigError
-from hfllm.judge import (ChatCompletionsServer, LLMJudge, OpenAIChat, RewardModelJudge, TransformersChat, VerifierJudge,
-                         agreement, build_judge)
+from hfllm.judge import (
+    ChatCompletionsServer,
+    LLMJudge,
+    OpenAIChat,
+    RewardModelJudge,
+    TransformersChat,
+    VerifierJudge,
+    agreement,
+    build_judge,
+)
 from hfllm.modeling import llama_config
 from hfllm.tokenizer import train_bpe
 

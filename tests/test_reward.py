@@ -52,7 +52,8 @@ def reward_config(out, steps=6):
 
 
 def test_pairwise_accuracy_hand_values():
-    assert pairwise_accuracy([1.0, 0.5, 2.0, 0.0], [0.0, 1.0, 1.0, 0.0]) == {"accuracy": 0.5, "margin": 0.375, "pairs": 4}
+    measured = pairwise_accuracy([1.0, 0.5, 2.0, 0.0], [0.0, 1.0, 1.0, 0.0])
+    assert measured == {"accuracy": 0.5, "margin": 0.375, "pairs": 4}
 
 
 def test_reward_stage(tiny_dir, tmp_path):
@@ -73,7 +74,8 @@ def test_reward_stage_measures_held_out_pairs_and_counts_identical(tiny_dir, tmp
     dd = datasets.load_from_disk(data)
     train = dd["train"].to_list()
     train[0]["rejected"] = train[0]["chosen"]  # one identical pair
-    datasets.DatasetDict({"train": datasets.Dataset.from_list(train), "test": dd["test"]}).save_to_disk(str(tmp_path / "p2"))
+    edited = datasets.DatasetDict({"train": datasets.Dataset.from_list(train), "test": dd["test"]})
+    edited.save_to_disk(str(tmp_path / "p2"))
     metrics = run_reward_stage(RewardScriptArguments(dataset_name=str(tmp_path / "p2")), reward_config(tmp_path / "r"),
                                ModelConfig(model_name_or_path=str(tiny_dir / "pretrain")), context=context(tmp_path))
     assert metrics["dropped"] == {"identical chosen and rejected": 1} and metrics["train_pairs"] == 99
@@ -82,7 +84,8 @@ def test_reward_stage_measures_held_out_pairs_and_counts_identical(tiny_dir, tmp
 
 def test_reward_stage_bad_input(tiny_dir, tmp_path):
     no_rejected = tmp_path / "bad"
-    datasets.DatasetDict({"train": datasets.Dataset.from_list([{"prompt": "a", "chosen": "b"}])}).save_to_disk(str(no_rejected))
+    rows = [{"prompt": "a", "chosen": "b"}]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(str(no_rejected))
     with pytest.raises(DataError, match="column not found") as err:
         run_reward_stage(RewardScriptArguments(dataset_name=str(no_rejected), dataset_test_split=None),
                          reward_config(tmp_path / "r"), ModelConfig(model_name_or_path=str(tiny_dir / "pretrain")),

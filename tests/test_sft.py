@@ -47,8 +47,9 @@ def chat_dataset(path: Path, n: int = 64, *, empty: int = 0, fmt: str = "message
 
 
 def sft_config(out, steps=4, **kw):
-    return SFTConfig(output_dir=str(out), max_steps=steps, per_device_train_batch_size=8, learning_rate=1e-3, bf16=False,
-                     gradient_checkpointing=False, assistant_only_loss=kw.pop("assistant_only_loss", True), max_length=64,
+    return SFTConfig(output_dir=str(out), max_steps=steps, per_device_train_batch_size=8, learning_rate=1e-3,
+                     bf16=False, gradient_checkpointing=False,
+                     assistant_only_loss=kw.pop("assistant_only_loss", True), max_length=64,
                      save_strategy=kw.pop("save_strategy", "no"), report_to="none", disable_tqdm=True, logging_steps=1,
                      seed=3, **kw)
 

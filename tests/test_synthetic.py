@@ -31,7 +31,8 @@ def context(tmp_path, name):
 def instructions(tiny_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("synthetic") / "synthetic"
     metrics = run_synthetic_stage(
-        SyntheticArguments(tasks=["addition", "reverse"], num_conversations=3000, num_prompts=400, teacher_error_rate=0.6,
+        SyntheticArguments(tasks=["addition", "reverse"], num_conversations=3000, num_prompts=400,
+                           teacher_error_rate=0.6,
                            max_prompt_length=24, tokenizer_name=str(tiny_dir / "tokenizer"), output_dir=str(out)),
         context=context(out.parent, "synthetic"))
     return out, metrics

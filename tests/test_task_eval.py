@@ -69,8 +69,9 @@ def test_task_eval_scores_overlap_and_failing_gate(tiny_dir, tmp_path):
     assert len(replies) == 300 and json.loads(replies[0])["model"] == "pretrain"
 
     # A training set that contains held-out prompts is caught.
-    from hfllm.alignment.tasks import distinct_problems
     import datasets
+
+    from hfllm.alignment.tasks import distinct_problems
 
     leaked = tmp_path / "leaked"
     rows = [{"messages": [{"role": "user", "content": p.prompt}, {"role": "assistant", "content": p.solution}]}

@@ -10,7 +10,8 @@ from hfllm.errors import ConfigError
 
 @pytest.mark.parametrize("reply, ok", [
     ("85", True), ("85.", True), ("The answer is 85", True), ("7+8=15, 1+4+3=8, answer 85", True),
-    ("84", False), ("", False), ("8 5", False), ("850", False), ("answer 85, no wait 75", False), ("eighty-five", False),
+    ("84", False), ("", False), ("8 5", False), ("850", False), ("answer 85, no wait 75", False),
+    ("eighty-five", False),
 ])
 def test_addition_verifier_on_hand_made_replies(reply, ok):
     assert TASKS["addition"].verify("What is 47+38?", reply) is ok

@@ -38,7 +38,8 @@ def load_split(name: str, split: str, config: str | None = None) -> datasets.Dat
         if path.is_file():
             builder = _FILE_BUILDERS.get(path.suffix)
             if builder is None or builder == "text":
-                raise DataError(f"unsupported file type {path.suffix!r} (use .json, .jsonl, .parquet or .csv)", where=name)
+                raise DataError(f"unsupported file type {path.suffix!r} (use .json, .jsonl, .parquet or .csv)",
+                                where=name)
             if split != "train":
                 raise DataError(f"no split '{split}' (a single file is the 'train' split)", where=name)
             return datasets.load_dataset(builder, data_files={"train": str(path)}, split="train")

@@ -22,22 +22,34 @@ from typing import Any
 from trl import DPOConfig, DPOTrainer, ModelConfig, get_peft_config
 
 from hfllm.alignment.chat_data import load_split, prepare_preference_dataset
-from hfllm.alignment.sft import (compact_lm_head_on_cpu, drop_table, load_chat_tokenizer, load_policy,
-                                 save_chat_model, write_log_history)
+from hfllm.alignment.sft import (
+    compact_lm_head_on_cpu,
+    drop_table,
+    load_chat_tokenizer,
+    load_policy,
+    save_chat_model,
+    write_log_history,
+)
 from hfllm.memory import keep_freed_memory_on_cpu
 from hfllm.modeling import load_causal_lm
 from hfllm.pretrain import last_complete_checkpoint
 from hfllm.report import StageContext, loss_plot
 
 
+PAIR_COLUMNS = ("prompt", "chosen", "rejected")
+
+
 @dataclass
 class DPOScriptArguments:
-    dataset_name: str = field(default="runs/demo/feedback", metadata={"help": "Preference pairs: stage dir, file or Hub id."})
+    dataset_name: str = field(
+        default="runs/demo/feedback", metadata={"help": "Preference pairs: stage dir, file or Hub id."})
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
     dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
-    dataset_test_split: str | None = field(default=None, metadata={"help": "Held-out pairs for eval metrics (optional)."})
+    dataset_test_split: str | None = field(
+        default=None, metadata={"help": "Held-out pairs for eval metrics (optional)."})
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer (default: the model's)."})
-    ref_model_name_or_path: str | None = field(default=None, metadata={"help": "Reference model (default: the starting model)."})
+    ref_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Reference model (default: the starting model)."})
     merge_adapters: bool = field(default=True, metadata={"help": "LoRA: merge the adapters into the saved model."})
     compact_lm_head: bool = field(default=True, metadata={"help": "CPU: score only completion positions (faster)."})
 
@@ -50,7 +62,8 @@ def reward_plot(log_history: list[dict[str, Any]]):
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, key, label in ((left, "rewards/margins", "reward margin"), (right, "rewards/accuracies", "reward accuracy")):
+    panels = ((left, "rewards/margins", "reward margin"), (right, "rewards/accuracies", "reward accuracy"))
+    for ax, key, label in panels:
         points = [(r["step"], r[key]) for r in log_history if key in r and "eval_loss" not in r]
         if points:
             ax.plot(*zip(*points), "-")
@@ -73,12 +86,12 @@ def run_dpo_stage(
     tokenizer = load_chat_tokenizer(script_args, model_args, training_args)
     train = load_split(script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config)
     train, dropped = prepare_preference_dataset(train, tokenizer, training_args.max_length, script_args.dataset_name)
-    train = train.remove_columns([c for c in train.column_names if c not in ("prompt", "chosen", "rejected")])
+    train = train.select_columns([c for c in PAIR_COLUMNS if c in train.column_names])
     eval_ds = None
     if script_args.dataset_test_split and training_args.eval_strategy != "no":
         eval_ds = load_split(script_args.dataset_name, script_args.dataset_test_split, script_args.dataset_config)
         eval_ds, _ = prepare_preference_dataset(eval_ds, tokenizer, training_args.max_length, script_args.dataset_name)
-        eval_ds = eval_ds.remove_columns([c for c in eval_ds.column_names if c not in ("prompt", "chosen", "rejected")])
+        eval_ds = eval_ds.select_columns([c for c in PAIR_COLUMNS if c in eval_ds.column_names])
 
     memory_kept = keep_freed_memory_on_cpu(training_args)
     if script_args.compact_lm_head:
@@ -89,7 +102,8 @@ def run_dpo_stage(
         ref_model = load_causal_lm(script_args.ref_model_name_or_path, field="ref_model_name_or_path")
     output_dir.mkdir(parents=True, exist_ok=True)
     resume = training_args.resume_from_checkpoint or last_complete_checkpoint(output_dir)
-    trainer = DPOTrainer(model=model, ref_model=ref_model, args=training_args, train_dataset=train, eval_dataset=eval_ds,
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=training_args, train_dataset=train,
+                         eval_dataset=eval_ds,
                          processing_class=tokenizer, peft_config=get_peft_config(model_args), callbacks=callbacks)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     merged = save_chat_model(trainer, tokenizer, output_dir, merge_adapters=script_args.merge_adapters)
@@ -111,7 +125,8 @@ def run_dpo_stage(
     if context.is_main_process:
         section = context.section
         section.text(f"DPO ({metrics['loss_type']}, β = {training_args.beta}) of `{model_args.model_name_or_path}` on "
-                     f"{len(train):,} pairs from `{script_args.dataset_name}` for {metrics['steps']} steps; reference: "
+                     f"{len(train):,} pairs from `{script_args.dataset_name}` for {metrics['steps']} steps; "
+                     "reference: "
                      f"`{script_args.ref_model_name_or_path or model_args.model_name_or_path}`.")
         drop_table(section, dropped, script_args.dataset_name)
         section.plot(loss_plot(trainer.state.log_history), "loss", "DPO loss")

@@ -29,10 +29,12 @@ from hfllm.report import StageContext, loss_plot
 
 @dataclass
 class RewardScriptArguments:
-    dataset_name: str = field(default="runs/demo/feedback", metadata={"help": "Preference pairs: stage dir, file or Hub id."})
+    dataset_name: str = field(
+        default="runs/demo/feedback", metadata={"help": "Preference pairs: stage dir, file or Hub id."})
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
     dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
-    dataset_test_split: str | None = field(default="test", metadata={"help": "Held-out pairs for accuracy and margin."})
+    dataset_test_split: str | None = field(
+        default="test", metadata={"help": "Held-out pairs for accuracy and margin."})
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer (default: the model's)."})
     merge_adapters: bool = field(default=True, metadata={"help": "LoRA: merge the adapters into the saved model."})
 
@@ -121,7 +123,7 @@ def run_reward_stage(
     write_log_history(trainer, output_dir)
 
     metrics: dict[str, Any] = {"train_pairs": len(train), "dropped": dict(dropped), "steps": trainer.state.global_step,
-                               "train_loss": result.training_loss}
+                               "train_loss": result.training_loss, "keep_freed_memory": memory_kept}
     if test is not None:
         chosen, rejected = pairwise_scores(model, tokenizer, test)
         held_out = pairwise_accuracy(chosen, rejected)
@@ -132,7 +134,8 @@ def run_reward_stage(
         section.text(f"Reward model from `{model_args.model_name_or_path}` trained on {len(train):,} pairs from "
                      f"`{script_args.dataset_name}` for {metrics['steps']} steps.")
         if test is not None:
-            section.text(f"Held-out pairwise accuracy {metrics['heldout_accuracy']:.1%} on {metrics['heldout_pairs']} pairs "
+            section.text(f"Held-out pairwise accuracy {metrics['heldout_accuracy']:.1%} on "
+                         f"{metrics['heldout_pairs']} pairs "
                          f"(chosen scored above rejected), mean margin {metrics['heldout_margin']:.3f}.")
         drop_table(section, dropped, script_args.dataset_name)
         section.plot(loss_plot(trainer.state.log_history), "loss", "reward-model loss")

@@ -48,13 +48,15 @@ def compact_lm_head_on_cpu() -> None:
 class SFTScriptArguments:
     """Data and tokenizer (TRL's `ScriptArguments` names) and hfllm's own switches."""
 
-    dataset_name: str = field(default="runs/demo/synthetic", metadata={"help": "Chat dataset: stage dir, file or Hub id."})
+    dataset_name: str = field(
+        default="runs/demo/synthetic", metadata={"help": "Chat dataset: stage dir, file or Hub id."})
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
     dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
     dataset_test_split: str | None = field(default=None, metadata={"help": "Held-out split for eval loss (optional)."})
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer (default: the model's)."})
     dataset_completion_field: str | None = field(
-        default=None, metadata={"help": "Train on `prompt` + this column as the completion (e.g. `chosen` of a preference "
+        default=None, metadata={"help": "Train on `prompt` + this column as the completion (e.g. `chosen` of a "
+                                "preference "
                                 "dataset: SFT on the chosen replies, DPO's control)."})
     merge_adapters: bool = field(default=True, metadata={"help": "LoRA: merge the adapters into the saved model."})
     compact_lm_head: bool = field(default=True, metadata={"help": "CPU: score only labelled positions (faster)."})
@@ -73,7 +75,9 @@ def load_policy(model_args: ModelConfig, training_args, tokenizer):
     where `load_in_4bit` asks (bitsandbytes)."""
     if not model_args.model_name_or_path:
         raise ConfigError("no model to start from", field="model_name_or_path")
-    kwargs: dict[str, Any] = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
+    kwargs: dict[str, Any] = {}
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
     quantization = get_quantization_config(model_args)
     if quantization is not None:
         try:
@@ -201,9 +205,10 @@ def run_sft_stage(
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
     if context.is_main_process:
         section = context.section
+        how = ("LoRA, " + ("merged" if merged else "adapters only")) if model_args.use_peft else "full fine-tuning"
         section.text(
-            f"SFT of `{model_args.model_name_or_path}` on {len(train):,} conversations from `{script_args.dataset_name}` "
-            f"for {metrics['steps']} steps ({'LoRA, ' + ('merged' if merged else 'adapters only') if model_args.use_peft else 'full fine-tuning'}"
+            f"SFT of `{model_args.model_name_or_path}` on {len(train):,} conversations from "
+            f"`{script_args.dataset_name}` for {metrics['steps']} steps ({how}"
             f"{', loss on assistant tokens only' if training_args.assistant_only_loss else ''})."
         )
         drop_table(section, dropped, script_args.dataset_name)

@@ -32,7 +32,7 @@ import datasets
 
 from hfllm.alignment.chat_data import load_split, prompt_text
 from hfllm.alignment.generation import chat_prompt_ids, generate_replies, require_chat_template
-from hfllm.alignment.tasks import TASKS, get_task, sample_problems, task_for_prompt
+from hfllm.alignment.tasks import TASKS, sample_problems, task_for_prompt
 from hfllm.errors import ConfigError, DataError
 from hfllm.judge import agreement, build_judge
 from hfllm.modeling import load_causal_lm, load_tokenizer
@@ -43,15 +43,20 @@ GENERATORS = ("templates", "transformers", "openai")
 
 @dataclass
 class SyntheticArguments:
-    tasks: list[str] = field(default_factory=lambda: ["addition"], metadata={"help": f"Seed tasks ({', '.join(TASKS)})."})
+    tasks: list[str] = field(
+        default_factory=lambda: ["addition"], metadata={"help": f"Seed tasks ({', '.join(TASKS)})."})
     generator: str = field(default="templates", metadata={"help": "templates (offline), transformers or openai."})
-    generator_model: str | None = field(default=None, metadata={"help": "Instruction model dir/id, or the endpoint's model name."})
-    api_base: str | None = field(default=None, metadata={"help": "OpenAI-compatible endpoint, e.g. http://host:8000/v1."})
+    generator_model: str | None = field(
+        default=None, metadata={"help": "Instruction model dir/id, or the endpoint's model name."})
+    api_base: str | None = field(
+        default=None, metadata={"help": "OpenAI-compatible endpoint, e.g. http://host:8000/v1."})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Environment variable holding the API key."})
     num_conversations: int = field(default=16000, metadata={"help": "SFT conversations to keep."})
     num_prompts: int = field(default=2000, metadata={"help": "Prompt-only rows to keep (feedback, PPO)."})
-    teacher_error_rate: float = field(default=0.6, metadata={"help": "templates: share of problems the teacher gets wrong where it can."})
-    max_prompt_length: int = field(default=64, metadata={"help": "Longest prompt kept, in tokens with the chat template."})
+    teacher_error_rate: float = field(
+        default=0.6, metadata={"help": "templates: share of problems the teacher gets wrong where it can."})
+    max_prompt_length: int = field(
+        default=64, metadata={"help": "Longest prompt kept, in tokens with the chat template."})
     tokenizer_name: str = field(default="runs/demo/tokenizer", metadata={"help": "Tokenizer for the length filter."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
     output_dir: str = field(default="runs/demo/synthetic", metadata={"help": "Where the DatasetDict is saved."})
@@ -197,17 +202,21 @@ def run_synthetic_stage(args: SyntheticArguments, *, context: StageContext) -> d
 
 @dataclass
 class FeedbackArguments:
-    model_name_or_path: str = field(default="runs/demo/sft", metadata={"help": "Policy to sample from (the SFT model)."})
+    model_name_or_path: str = field(
+        default="runs/demo/sft", metadata={"help": "Policy to sample from (the SFT model)."})
     dataset_name: str = field(default="runs/demo/synthetic", metadata={"help": "Dataset with prompt-only rows."})
     dataset_prompt_split: str = field(default="prompts", metadata={"help": "Split holding the prompts."})
     num_prompts: int | None = field(default=None, metadata={"help": "Use at most this many prompts."})
     num_samples: int = field(default=4, metadata={"help": "Replies sampled per prompt (k)."})
-    pairs_per_prompt: int = field(default=1, metadata={"help": "Pairs kept per prompt (distinct best × worst replies)."})
+    pairs_per_prompt: int = field(
+        default=1, metadata={"help": "Pairs kept per prompt (distinct best × worst replies)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling."})
     max_new_tokens: int = field(default=32, metadata={"help": "Longest sampled reply."})
     batch_size: int = field(default=256, metadata={"help": "Prompts per generate call."})
-    judge: str = field(default="verifier", metadata={"help": "verifier, reward_model:<dir>, llm:<dir>[:score], openai:<model>[:score]."})
+    judge: str = field(
+        default="verifier", metadata={"help":
+            "verifier, reward_model:<dir>, llm:<dir>[:score], openai:<model>[:score]."})
     agreement_judge: str | None = field(default=None, metadata={"help": "A second judge measured against the first."})
     agreement_pairs: int = field(default=128, metadata={"help": "Pairs the second judge is measured on."})
     api_base: str | None = field(default=None, metadata={"help": "Endpoint for openai: judges."})
@@ -226,7 +235,8 @@ def run_feedback_stage(args: FeedbackArguments, *, context: StageContext) -> dic
                         api_key_env=args.api_key_env)
     ds = load_split(args.dataset_name, args.dataset_prompt_split)
     if "prompt" not in ds.column_names:
-        raise DataError(f"column not found (columns: {', '.join(ds.column_names)})", where=args.dataset_name, field="prompt")
+        raise DataError(f"column not found (columns: {', '.join(ds.column_names)})", where=args.dataset_name,
+                        field="prompt")
     if args.num_prompts is not None:
         ds = ds.select(range(min(args.num_prompts, len(ds))))
     prompts = [prompt_text(p) for p in ds["prompt"]]
@@ -286,16 +296,19 @@ def run_feedback_stage(args: FeedbackArguments, *, context: StageContext) -> dic
                             api_key_env=args.api_key_env, field="agreement_judge")
         sample = rows[: args.agreement_pairs]
         measured = agreement(other, [prompt_text(r["prompt"]) for r in sample],
-                             [r["chosen"][0]["content"] for r in sample], [r["rejected"][0]["content"] for r in sample])
+                             [r["chosen"][0]["content"] for r in sample],
+                             [r["rejected"][0]["content"] for r in sample])
         metrics["agreement_judge"] = other.name
         metrics.update({f"agreement_{k}": v for k, v in measured.items()})
     if context.is_main_process:
         section = context.section
         section.text(
-            f"{args.num_samples} replies sampled (temperature {args.temperature}) from `{args.model_name_or_path}` for "
+            f"{args.num_samples} replies sampled (temperature {args.temperature}) from "
+            f"`{args.model_name_or_path}` for "
             f"{len(prompts):,} prompts, ranked by the `{judge.name}` judge: {len(rows):,} chosen/rejected pairs."
         )
         if args.agreement_judge:
-            section.text(f"Judge `{metrics['agreement_judge']}` against `{judge.name}` on {metrics['agreement_pairs']} "
+            section.text(f"Judge `{metrics['agreement_judge']}` against `{judge.name}` on "
+                         f"{metrics['agreement_pairs']} "
                          f"pairs (both orders): agreement {metrics['agreement_agreement']:.1%}.")
     return metrics

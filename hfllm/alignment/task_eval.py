@@ -39,20 +39,28 @@ _GATE = re.compile(r"^\s*([\w.-]+)\s*>\s*([\w.-]+)\s*(?:\+\s*([0-9.]+))?\s*$")
 
 @dataclass
 class TaskEvalArguments:
-    models: list[str] = field(default_factory=list, metadata={"help": "Model dirs to score; each entry's id is its dir name."})
+    models: list[str] = field(
+        default_factory=list, metadata={"help": "Model dirs to score; each entry's id is its dir name."})
     tasks: list[str] = field(default_factory=lambda: ["addition"], metadata={"help": f"Tasks ({', '.join(TASKS)})."})
-    num_prompts: int = field(default=400, metadata={"help": "Held-out problems (distinct), at least 300 for the gates."})
+    num_prompts: int = field(
+        default=400, metadata={"help": "Held-out problems (distinct), at least 300 for the gates."})
     seed: int = field(default=0, metadata={"help": "Which held-out problems, and the bootstrap's seed."})
     max_new_tokens: int = field(default=32, metadata={"help": "Longest reply."})
     batch_size: int = field(default=200, metadata={"help": "Prompts per generate call."})
     bootstrap_samples: int = field(default=2000, metadata={"help": "Paired-bootstrap resamples."})
-    train_datasets: list[str] = field(default_factory=list, metadata={"help": "Training datasets checked for overlap."})
-    plateau_model: str | None = field(default=None, metadata={"help": "SFT stage dir whose 2/3 checkpoint is compared."})
+    train_datasets: list[str] = field(
+        default_factory=list, metadata={"help": "Training datasets checked for overlap."})
+    plateau_model: str | None = field(
+        default=None, metadata={"help": "SFT stage dir whose 2/3 checkpoint is compared."})
     reward_model: str | None = field(default=None, metadata={"help": "Reward model dir scored on held-out pairs."})
-    reward_pairs: str | None = field(default=None, metadata={"help": "Preference dataset whose test split it is scored on."})
-    require_better: list[str] = field(default_factory=list, metadata={"help": "Gates 'a > b [+ margin]' on entry ids."})
-    require_plateau_within: float | None = field(default=None, metadata={"help": "Gate: |acc(sft) − acc(sft at 2/3)| ≤ this."})
-    require_reward_accuracy: float | None = field(default=None, metadata={"help": "Gate: reward model's held-out accuracy ≥ this."})
+    reward_pairs: str | None = field(
+        default=None, metadata={"help": "Preference dataset whose test split it is scored on."})
+    require_better: list[str] = field(
+        default_factory=list, metadata={"help": "Gates 'a > b [+ margin]' on entry ids."})
+    require_plateau_within: float | None = field(
+        default=None, metadata={"help": "Gate: |acc(sft) − acc(sft at 2/3)| ≤ this."})
+    require_reward_accuracy: float | None = field(
+        default=None, metadata={"help": "Gate: reward model's held-out accuracy ≥ this."})
     output_dir: str = field(default="runs/demo/task_eval", metadata={"help": "Where scores.json and replies go."})
 
     def __post_init__(self):
@@ -151,7 +159,9 @@ def run_task_eval_stage(args: TaskEvalArguments, *, context: StageContext) -> di
     if args.plateau_model:
         checkpoint = plateau_checkpoint(args.plateau_model)
         correct, _ = score_model(checkpoint, prompts, args.tasks, args, field_name="plateau_model")
-        last = outcomes.get(entry_id(args.plateau_model)) or score_model(args.plateau_model, prompts, args.tasks, args)[0]
+        last = outcomes.get(entry_id(args.plateau_model))
+        if last is None:
+            last = score_model(args.plateau_model, prompts, args.tasks, args)[0]
         plateau = {"checkpoint": checkpoint.name, "accuracy_checkpoint": sum(correct) / len(correct),
                    "accuracy_last": sum(last) / len(last)}
         plateau["change"] = plateau["accuracy_last"] - plateau["accuracy_checkpoint"]
@@ -167,8 +177,9 @@ def run_task_eval_stage(args: TaskEvalArguments, *, context: StageContext) -> di
                    for i, a in enumerate(names) for b in names[:i]}
     reward = None
     if args.reward_model and args.reward_pairs:
-        from hfllm.alignment.reward import pairwise_accuracy, pairwise_scores
         from transformers import AutoModelForSequenceClassification
+
+        from hfllm.alignment.reward import pairwise_accuracy, pairwise_scores
 
         tokenizer = load_tokenizer(args.reward_model, field="reward_model")
         model = AutoModelForSequenceClassification.from_pretrained(args.reward_model)
@@ -213,8 +224,9 @@ def gate_failures(args, scores, outcomes, plateau, reward, overlap) -> list[str]
             failures.append(f"SFT not at its plateau: {plateau['accuracy_last']:.3f} at the end vs "
                             f"{plateau['accuracy_checkpoint']:.3f} at {plateau['checkpoint']} "
                             f"(allowed ±{args.require_plateau_within})")
-    if args.require_reward_accuracy is not None and reward is not None and reward["accuracy"] < args.require_reward_accuracy:
-        failures.append(f"reward model held-out pairwise accuracy {reward['accuracy']:.3f} < {args.require_reward_accuracy}")
+    minimum = args.require_reward_accuracy
+    if minimum is not None and reward is not None and reward["accuracy"] < minimum:
+        failures.append(f"reward model held-out pairwise accuracy {reward['accuracy']:.3f} < {minimum}")
     return failures
 
 
@@ -225,13 +237,15 @@ def write_section(context, args, scores, differences, plateau, reward, overlap, 
                  f"paired bootstrap ({args.bootstrap_samples} resamples) for differences. Held-out prompts found in "
                  f"training data: {overlap}.")
     section.table(["model", "accuracy", "95 % CI", "n"],
-                  [[k, f"{v['accuracy']:.1%}", f"{v['ci_low']:.1%} – {v['ci_high']:.1%}", v["n"]] for k, v in scores.items()])
+                  [[k, f"{v['accuracy']:.1%}", f"{v['ci_low']:.1%} – {v['ci_high']:.1%}", v["n"]]
+                   for k, v in scores.items()])
     if differences:
         section.table(["difference", "points", "95 % CI"],
                       [[k, f"{100 * v['difference']:+.1f}", f"{100 * v['ci_low']:+.1f} to {100 * v['ci_high']:+.1f}"]
                        for k, v in differences.items()])
     if plateau:
-        section.text(f"SFT plateau: {plateau['accuracy_checkpoint']:.1%} at {plateau['checkpoint']} (two thirds of its "
+        section.text(f"SFT plateau: {plateau['accuracy_checkpoint']:.1%} at {plateau['checkpoint']} (two thirds "
+                     "of its "
                      f"steps), {plateau['accuracy_last']:.1%} at the end ({100 * plateau['change']:+.1f} points).")
     if reward:
         section.text(f"Reward model: held-out pairwise accuracy {reward['accuracy']:.1%} on {reward['pairs']} pairs, "

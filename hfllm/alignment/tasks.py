@@ -222,7 +222,8 @@ class ReverseLetters(Task):
         self.name, self.min_letters, self.max_letters = name, min_letters, max_letters
 
     def _draw(self, rng):
-        word = " ".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(self.min_letters, self.max_letters)))
+        length = rng.randint(self.min_letters, self.max_letters)
+        word = " ".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(length))
         return word, {"w": word}
 
     def key_of(self, prompt):
