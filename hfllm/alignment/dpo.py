@@ -35,7 +35,6 @@ from hfllm.modeling import load_causal_lm
 from hfllm.pretrain import last_complete_checkpoint
 from hfllm.report import StageContext, loss_plot
 
-
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 
 
