@@ -2,7 +2,6 @@
 curves in the report, bad input."""
 
 import json
-import os
 from pathlib import Path
 
 import datasets
@@ -18,10 +17,8 @@ from hfllm.tokenizer import IM_END
 
 
 @pytest.fixture(scope="session")
-def tiny_dir(request) -> Path:
-    if os.environ.get("HFLLM_TINY_RUN"):
-        return Path(os.environ["HFLLM_TINY_RUN"])
-    return request.getfixturevalue("tiny_run")
+def tiny_dir(tiny_run) -> Path:
+    return tiny_run
 
 
 def dpo_config(out, **kw):

@@ -2,7 +2,6 @@
 drops counted, bad input."""
 
 import json
-import os
 from pathlib import Path
 
 import datasets
@@ -17,10 +16,8 @@ from hfllm.report import Section, StageContext
 
 
 @pytest.fixture(scope="session")
-def tiny_dir(request) -> Path:
-    if os.environ.get("HFLLM_TINY_RUN"):
-        return Path(os.environ["HFLLM_TINY_RUN"])
-    return request.getfixturevalue("tiny_run")
+def tiny_dir(tiny_run) -> Path:
+    return tiny_run
 
 
 def context(tmp_path, name="reward"):

@@ -23,10 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
-def tiny_dir(request) -> Path:
-    if os.environ.get("HFLLM_TINY_RUN"):
-        return Path(os.environ["HFLLM_TINY_RUN"])
-    return request.getfixturevalue("tiny_run")
+def tiny_dir(tiny_run) -> Path:
+    return tiny_run
 
 
 def context(tmp_path, name="sft"):

@@ -1,7 +1,6 @@
 """Task evaluation: intervals against hand-computed values, the gates, scores.json, the overlap count."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -13,10 +12,8 @@ from hfllm.report import Section, StageContext
 
 
 @pytest.fixture(scope="session")
-def tiny_dir(request) -> Path:
-    if os.environ.get("HFLLM_TINY_RUN"):
-        return Path(os.environ["HFLLM_TINY_RUN"])
-    return request.getfixturevalue("tiny_run")
+def tiny_dir(tiny_run) -> Path:
+    return tiny_run
 
 
 def context(tmp_path, name="task_eval"):
