@@ -1,7 +1,6 @@
 """Judges: verifier, reward model and LLM judges behind one interface; both orders; the
 OpenAI-compatible endpoint against a real tiny model served on 127.0.0.1."""
 
-import os
 from pathlib import Path
 
 import pytest
@@ -24,11 +23,8 @@ from hfllm.tokenizer import train_bpe
 
 
 @pytest.fixture(scope="session")
-def tiny_dir(request) -> Path:
-    """The tiny profile's run (HFLLM_TINY_RUN points at an existing one, for a quick local run)."""
-    if os.environ.get("HFLLM_TINY_RUN"):
-        return Path(os.environ["HFLLM_TINY_RUN"])
-    return request.getfixturevalue("tiny_run")
+def tiny_dir(tiny_run) -> Path:
+    return tiny_run
 
 
 PROMPTS = ["What is 47+38?", "What is 12+30?", "Reverse: a b c"]
