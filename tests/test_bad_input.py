@@ -162,8 +162,10 @@ def cases():
                  [f"field '{model_field}'", "pytorch_model.bin", "safetensors"]),
             ]
     out += [
+        # continuing from the run's model into a new directory (its own output_dir would be set aside first)
         ("pretrain", "tokenizer_bigger_than_model", {"model_name_or_path": "@run/pretrain",
-                                                     "tokenizer_name": "@bigger_tokenizer"},
+                                                     "tokenizer_name": "@bigger_tokenizer",
+                                                     "output_dir": "@run/pretrain_more"},
          ["field 'tokenizer_name'", "5048 tokens", "vocab_size 2048"]),
         ("pretrain", "tokenizer_yields_no_tokens", {"tokenizer_name": "@no_tokens_tokenizer"},
          ["field 'tokenizer_name'", "no tokens"]),

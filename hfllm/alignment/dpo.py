@@ -41,7 +41,7 @@ PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 @dataclass
 class DPOScriptArguments:
     dataset_name: str = field(
-        default="runs/demo/feedback", metadata={"help": "Preference pairs: stage dir, file or Hub id."})
+        metadata={"help": "Preference pairs: stage dir, file or Hub id."})
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
     dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
     dataset_test_split: str | None = field(

@@ -49,7 +49,7 @@ class SFTScriptArguments:
     """Data and tokenizer (TRL's `ScriptArguments` names) and hfllm's own switches."""
 
     dataset_name: str = field(
-        default="runs/demo/synthetic", metadata={"help": "Chat dataset: stage dir, file or Hub id."})
+        metadata={"help": "Chat dataset: stage dir, file or Hub id."})
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
     dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
     dataset_test_split: str | None = field(default=None, metadata={"help": "Held-out split for eval loss (optional)."})

@@ -43,6 +43,7 @@ GENERATORS = ("templates", "transformers", "openai")
 
 @dataclass
 class SyntheticArguments:
+    tokenizer_name: str = field(metadata={"help": "Tokenizer for the length filter (the tokenizer stage's dir)."})
     tasks: list[str] = field(
         default_factory=lambda: ["addition"], metadata={"help": f"Seed tasks ({', '.join(TASKS)})."})
     generator: str = field(default="templates", metadata={"help": "templates (offline), transformers or openai."})
@@ -57,9 +58,8 @@ class SyntheticArguments:
         default=0.6, metadata={"help": "templates: share of problems the teacher gets wrong where it can."})
     max_prompt_length: int = field(
         default=64, metadata={"help": "Longest prompt kept, in tokens with the chat template."})
-    tokenizer_name: str = field(default="runs/demo/tokenizer", metadata={"help": "Tokenizer for the length filter."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
-    output_dir: str = field(default="runs/demo/synthetic", metadata={"help": "Where the DatasetDict is saved."})
+    output_dir: str = field(default="synthetic", metadata={"help": "Where the DatasetDict is saved."})
 
     def __post_init__(self):
         if self.generator not in GENERATORS:
@@ -203,8 +203,8 @@ def run_synthetic_stage(args: SyntheticArguments, *, context: StageContext) -> d
 @dataclass
 class FeedbackArguments:
     model_name_or_path: str = field(
-        default="runs/demo/sft", metadata={"help": "Policy to sample from (the SFT model)."})
-    dataset_name: str = field(default="runs/demo/synthetic", metadata={"help": "Dataset with prompt-only rows."})
+        metadata={"help": "Policy to sample from (the SFT model)."})
+    dataset_name: str = field(metadata={"help": "Dataset with prompt-only rows."})
     dataset_prompt_split: str = field(default="prompts", metadata={"help": "Split holding the prompts."})
     num_prompts: int | None = field(default=None, metadata={"help": "Use at most this many prompts."})
     num_samples: int = field(default=4, metadata={"help": "Replies sampled per prompt (k)."})
@@ -224,7 +224,7 @@ class FeedbackArguments:
     tasks: list[str] | None = field(default=None, metadata={"help": "Tasks the verifier knows (default: all)."})
     test_fraction: float = field(default=0.1, metadata={"help": "Share of prompts whose pairs form the test split."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
-    output_dir: str = field(default="runs/demo/feedback", metadata={"help": "Where the pairs are saved."})
+    output_dir: str = field(default="feedback", metadata={"help": "Where the pairs are saved."})
 
 
 def run_feedback_stage(args: FeedbackArguments, *, context: StageContext) -> dict[str, Any]:

@@ -61,7 +61,7 @@ class TaskEvalArguments:
         default=None, metadata={"help": "Gate: |acc(sft) − acc(sft at 2/3)| ≤ this."})
     require_reward_accuracy: float | None = field(
         default=None, metadata={"help": "Gate: reward model's held-out accuracy ≥ this."})
-    output_dir: str = field(default="runs/demo/task_eval", metadata={"help": "Where scores.json and replies go."})
+    output_dir: str = field(default="task_eval", metadata={"help": "Where scores.json and replies go."})
 
     def __post_init__(self):
         for gate in self.require_better:
