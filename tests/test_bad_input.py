@@ -245,7 +245,8 @@ def test_bad_input_is_one_line_exit_2_and_damages_nothing(world, stage, case, ch
         after = tree_hashes(run)
         assert {k: after.get(k) for k in before} == before, "an earlier run's file changed"
         # A stage refused before it ran may leave its own new, empty output directory (its start marker).
-        own = Path(bases[stage]["output_dir"]).relative_to(run).parts[0]
+        out_dir = resolve(change["output_dir"], run, files) if "output_dir" in change else bases[stage]["output_dir"]
+        own = Path(out_dir).relative_to(run).parts[0]
         assert [k for k in set(after) - set(before) if Path(k).parts[0] != own] == [], "files left elsewhere"
     finally:
         if tree_hashes(run) != before:
