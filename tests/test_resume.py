@@ -266,7 +266,7 @@ def test_hfllm_run_killed_mid_entry_resumes_there_and_skips_finished_ones(tiny_r
     shutil.copy(tiny / "data.yaml", tmp_path / "data.yaml")
     (tmp_path / "tokenizer.yaml").write_text("vocab_size: 512\nmax_train_bytes: 300000\n")
     (tmp_path / "pretrain.yaml").write_text("num_layers: 1\nhidden_size: 32\nnum_heads: 2\nmax_length: 64\n"
-                                            "per_device_train_batch_size: 4\nmax_steps: 40\nsave_steps: 10\n"
+                                            "per_device_train_batch_size: 4\nmax_steps: 300\nsave_steps: 10\n"
                                             "precision: fp32\nrecord_step_trace: true\nseed: 5\n")
     (tmp_path / "evaluation.yaml").write_text("max_eval_docs: 4\nbigram_baseline: false\nlm_eval_check: false\n")
     (tmp_path / "pipeline.yaml").write_text("name: killed\nstages:\n  - {stage: data, config: data.yaml}\n"
@@ -283,7 +283,8 @@ def test_hfllm_run_killed_mid_entry_resumes_there_and_skips_finished_ones(tiny_r
         first = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env, start_new_session=True)
         checkpoint = run_dir / "pretrain" / "checkpoint-10" / "trainer_state.json"
         while not checkpoint.exists() and first.poll() is None:
-            time.sleep(0.2)
+            time.sleep(0.05)
+        assert first.poll() is None, log.read_text()[-3000:]  # 300 steps outlast the poll (40 once did not)
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
     assert first.returncode == -9, log.read_text()[-3000:]
@@ -296,8 +297,8 @@ def test_hfllm_run_killed_mid_entry_resumes_there_and_skips_finished_ones(tiny_r
     assert any(line.startswith("[hfllm] pretrain: running") for line in status), status
     pretrain = json.loads((run_dir / "pretrain" / "manifest.json").read_text())["metrics"]
     resumed = int(pretrain["resumed_from"].split("-")[1])
-    assert resumed >= 10 and pretrain["steps"] == 40
-    assert [r["step"] for r in trace(run_dir / "pretrain")] == list(range(1, 41))
+    assert resumed >= 10 and pretrain["steps"] == 300
+    assert [r["step"] for r in trace(run_dir / "pretrain")] == list(range(1, 301))
     assert json.loads((run_dir / "eval" / "manifest.json").read_text())["metrics"]["bits_per_byte"] > 0
     assert run(cmd).stdout.count("unchanged, skipped") == 4  # and a third run has nothing left to do
 
