@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
@@ -90,11 +92,36 @@ def load_tokenizer(name: str, *, field: str, trust_remote_code: bool = False):
         raise ConfigError(f"cannot load a tokenizer from {name!r} ({str(err).splitlines()[0]})", field=field) from None
 
 
-def load_causal_lm(name: str, *, field: str, trust_remote_code: bool = False, **kwargs):
-    """`AutoModelForCausalLM.from_pretrained` in fp32, with load failures as config errors."""
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def check_weights_files(name: str, *, field: str, allow_pickle: bool = False) -> None:
+    """A local model directory's weights: safetensors, each whole (a zero-byte or truncated file is an
+    error naming it, not a traceback from the loader); pickle weights only with `allow_pickle`."""
+    from hfllm.faults import safetensors_problem
+
+    folder = Path(name)
+    if not folder.is_dir():
+        return  # a Hub id: transformers fetches safetensors (use_safetensors=True)
+    safetensors = sorted(folder.glob("*.safetensors"))
+    pickles = [f for f in PICKLE_WEIGHTS if (folder / f).exists()]
+    if not safetensors and pickles and not allow_pickle:
+        raise ConfigError(f"{folder / pickles[0]} is pickle weights (code could run on load): hfllm loads "
+                          "safetensors only; convert them (save_pretrained writes safetensors) or opt in with "
+                          "allow_pickle", field=field)
+    for path in safetensors:
+        if problem := safetensors_problem(path):
+            raise ConfigError(f"cannot load weights from {folder}: {problem}", field=field)
+
+
+def load_causal_lm(name: str, *, field: str, trust_remote_code: bool = False, allow_pickle: bool = False,
+                   **kwargs):
+    """`AutoModelForCausalLM.from_pretrained` in fp32, safetensors only unless `allow_pickle`, with load
+    failures as config errors."""
+    check_weights_files(name, field=field, allow_pickle=allow_pickle)
     try:
         return AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code, dtype=torch.float32,
-                                                    **kwargs)
+                                                    use_safetensors=None if allow_pickle else True, **kwargs)
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot load a causal LM from {name!r} ({str(err).splitlines()[0]})", field=field) from None
 

@@ -31,6 +31,23 @@ def _document_ids(tokenizer) -> tuple[list[int], int]:
     return ([bos] if bos is not None else []), eos
 
 
+def check_tokenizer_yields_tokens(tokenizer, texts: list[str], field: str = "tokenizer_name") -> None:
+    """The tokenizer turns these documents into tokens: one that fails on a row, or yields no token for
+    any of them (a vocabulary without the text's symbols, no unknown token), is a config error — else
+    every block would be only the document markers."""
+    texts = [t for t in texts if isinstance(t, str) and t.strip()]
+    for row, text in enumerate(texts):
+        try:
+            ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        except Exception as err:  # noqa: BLE001 — tokenizers' own errors (e.g. WordLevel without an unknown token)
+            reason = (str(err).splitlines() or [type(err).__name__])[0]
+            raise ConfigError(f"the tokenizer fails on document {row}: {reason}", field=field) from None
+        if ids:
+            return
+    if texts:
+        raise ConfigError(f"the tokenizer yields no tokens for the first {len(texts)} documents", field=field)
+
+
 def pack_documents(ds, tokenizer, text_field: str, block_size: int, num_proc: int | None = None):
     """Tokenize and pack a map-style dataset into `block_size` blocks (no padding).
 
@@ -38,6 +55,7 @@ def pack_documents(ds, tokenizer, text_field: str, block_size: int, num_proc: in
     dropped, which costs under one block per thousand documents.
     """
     prefix, eos = _document_ids(tokenizer)
+    check_tokenizer_yields_tokens(tokenizer, ds[:100][text_field] if len(ds) else [])
 
     def pack(batch: dict[str, list]) -> dict[str, list]:
         stream: list[int] = []
@@ -46,8 +64,14 @@ def pack_documents(ds, tokenizer, text_field: str, block_size: int, num_proc: in
         n = len(stream) // block_size * block_size
         return {"input_ids": [stream[i : i + block_size] for i in range(0, n, block_size)]}
 
-    return ds.map(pack, batched=True, batch_size=1000, remove_columns=ds.column_names,
-                  num_proc=num_proc, keep_in_memory=True, desc="packing")
+    packed = ds.map(pack, batched=True, batch_size=1000, remove_columns=ds.column_names,
+                    num_proc=num_proc, keep_in_memory=True, desc="packing")
+    if "input_ids" not in packed.column_names:  # no rows to map: the column must still be there
+        import datasets
+
+        packed = datasets.Dataset.from_dict({"input_ids": []}, features=datasets.Features(
+            {"input_ids": datasets.Sequence(datasets.Value("int32"))}))
+    return packed
 
 
 class PackedStream(torch.utils.data.IterableDataset):
@@ -85,9 +109,17 @@ class PackedStream(torch.utils.data.IterableDataset):
         self._beginning = source.state_dict()  # a loaded state sticks to the source: undo it per pass
         self.prefix, self.eos = _document_ids(tokenizer)
 
-    def position_after(self, block_index: int) -> dict[str, Any]:
-        """The position to resume from once block `block_index` has been trained on."""
-        pos = self.positions[block_index]
+    def position_after(self, block_index: int) -> dict[str, Any] | None:
+        """The position to resume from once block `block_index` has been trained on — by this process
+        and every other one: called by all processes at each micro-step, it resumes after the highest
+        block any of them trained on. Accelerate hands an iterable dataset's global batch out in
+        process order (the main process reads it and sends each its slice, or each reads it and
+        keeps its slice), so the main process's own blocks are the first of each batch, never the
+        last. None on a process that never read the stream (only the main one's position is saved)."""
+        block_index = _max_over_processes(block_index)
+        pos = self.positions.get(block_index)
+        if pos is None:
+            return None
         while self.positions and next(iter(self.positions)) < block_index:
             self.positions.popitem(last=False)  # older positions are never asked for again
         return pos
@@ -107,18 +139,27 @@ class PackedStream(torch.utils.data.IterableDataset):
         """Windows of up to `shuffle_blocks` blocks in stream order, each with the position after it."""
         self.source.load_state_dict(start["source"])
         carry, packed, window = list(start["carry"]), start["packed"], []
+        state = start["source"]
         rows = self._rows()
-        while pending := [r for _, r in zip(range(self.read_batch), rows)]:
-            ids_list = self.tokenizer([t for t, _ in pending], add_special_tokens=False, verbose=False)["input_ids"]
-            for ids, (_, state) in zip(ids_list, pending):
-                carry += self.prefix + ids + [self.eos]
-                while len(carry) >= self.block_size:
-                    window.append(carry[: self.block_size])
-                    carry = carry[self.block_size :]
-                    packed += 1
-                    if len(window) == self.shuffle_blocks:
-                        yield window, {"source": state, "carry": list(carry), "packed": packed}
-                        window = []
+        pending: list[tuple[str, dict[str, Any]]] = []
+        while True:
+            # Cut first: a window may end inside a long document, and the carried tokens can hold full
+            # blocks (at the end of the stream there is no next row to cut them after).
+            while len(carry) >= self.block_size:
+                window.append(carry[: self.block_size])
+                carry = carry[self.block_size :]
+                packed += 1
+                if len(window) == self.shuffle_blocks:
+                    yield window, {"source": state, "carry": list(carry), "packed": packed}
+                    window = []
+            if not pending:
+                pending = [r for _, r in zip(range(self.read_batch), rows)]
+                if not pending:
+                    break
+                ids_list = iter(self.tokenizer([t for t, _ in pending], add_special_tokens=False,
+                                               verbose=False)["input_ids"])
+            (_, state), pending = pending[0], pending[1:]
+            carry += self.prefix + next(ids_list) + [self.eos]
         if window:
             yield window, {"source": self.source.state_dict(), "carry": list(carry), "packed": packed}
 
@@ -145,6 +186,18 @@ class PackedStream(torch.utils.data.IterableDataset):
                                          "blocks": index}
                 yield {"input_ids": window[k], "block_index": index}
             skip, window_start = 0, after
+
+
+def _max_over_processes(value: int) -> int:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    from accelerate import PartialState
+
+    tensor = torch.tensor([value], dtype=torch.long, device=PartialState().device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
 
 
 def collate_blocks(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

@@ -104,6 +104,19 @@ STAGES: dict[str, StageSpec] = {
                                unless_wired="dataset_name"),),
             check="check_pretrain_args",
         ),
+        StageSpec("synthetic", "Synthetic instructions", "hfllm.alignment.synthetic", ("SyntheticArguments",),
+                  "run_synthetic_stage", inputs={"tokenizer_name": ("tokenizer",)}),
+        StageSpec("sft", "SFT", "hfllm.alignment.sft", ("SFTScriptArguments", "SFTConfig", "ModelConfig"),
+                  "run_sft_stage",
+                  inputs={"model_name_or_path": ("sft", "pretrain"), "dataset_name": ("synthetic",)}),
+        StageSpec("feedback", "Feedback", "hfllm.alignment.synthetic", ("FeedbackArguments",), "run_feedback_stage",
+                  inputs={"model_name_or_path": ("sft",), "dataset_name": ("synthetic",)}),
+        StageSpec("reward", "Reward model", "hfllm.alignment.reward",
+                  ("RewardScriptArguments", "RewardConfig", "ModelConfig"), "run_reward_stage",
+                  inputs={"model_name_or_path": ("sft", "pretrain"), "dataset_name": ("feedback",)}),
+        StageSpec("dpo", "DPO", "hfllm.alignment.dpo", ("DPOScriptArguments", "DPOConfig", "ModelConfig"),
+                  "run_dpo_stage",
+                  inputs={"model_name_or_path": ("sft", "pretrain"), "dataset_name": ("feedback",)}),
         StageSpec("ppo", "PPO", "hfllm.alignment.ppo", ("PPOScriptArguments", "PPOConfig", "ModelConfig"),
                   "run_ppo_stage",
                   inputs={"sft_model_path": ("sft", "pretrain"), "model_name_or_path": ("sft", "pretrain"),
@@ -111,6 +124,10 @@ STAGES: dict[str, StageSpec] = {
         StageSpec("eval", "Evaluation", "hfllm.evaluation.stage", ("EvalArguments",), "run_eval_stage",
                   inputs={"model_name_or_path": ("pretrain",), "dataset_name": ("data",),
                           "models": ("pretrain", "sft", "dpo", "ppo")}),
+        StageSpec("task_eval", "Task evaluation", "hfllm.alignment.task_eval", ("TaskEvalArguments",),
+                  "run_task_eval_stage",
+                  inputs={"models": ("pretrain", "sft", "dpo", "ppo"), "train_datasets": ("synthetic", "feedback"),
+                          "plateau_model": ("sft",), "reward_model": ("reward",), "reward_pairs": ("feedback",)}),
     ]
 }
 
@@ -189,7 +206,7 @@ def input_fingerprint(value: str | None) -> str:
 # TrainingArguments (so of every TRL config) that never change what a stage computes. A field of
 # hfllm's own dataclasses opts out with `metadata={"fingerprint": False}`.
 _NOT_OUTPUT = re.compile(r"^(output_dir|overwrite_output_dir|run_name|project|disable_tqdm|report_to|push_to_hub"
-                         r"|logging_.*|log_.*|hub_.*|trackio_.*)$")
+                         r"|logging_.*|log_.*|hub_.*|trackio_.*|enable_jit_checkpoint|jit_checkpoint_.*)$")
 
 
 def affects_output(name: str, dataclass_types: tuple[type, ...] = ()) -> bool:

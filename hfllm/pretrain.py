@@ -14,18 +14,18 @@ import hashlib
 import json
 import math
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from accelerate import PartialState
 from transformers import AutoModelForCausalLM, GenerationConfig, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_callback import ExportableState
-from transformers.trainer_utils import sort_checkpoints
 
-from hfllm import attention  # noqa: F401  (registers attn_implementation="blocked_causal")
+from hfllm import (
+    attention,  # noqa: F401  (registers attn_implementation="blocked_causal")
+    faults,
+)
 from hfllm.data.loading import check_texts, load_text_dataset
 from hfllm.data.split import is_held_out
 from hfllm.errors import ConfigError, DataError
@@ -99,7 +99,7 @@ class PretrainModelArguments:
 
 
 @dataclass
-class PretrainConfig(TrainingArguments):
+class PretrainConfig(faults.PreemptionArguments, TrainingArguments):
     """`TrainingArguments` with pretraining defaults and the packing/precision switches."""
 
     max_length: int = field(default=256, metadata={"help": "Block (sequence) length in tokens."})
@@ -201,31 +201,20 @@ class PretrainTrainer(Trainer):
 
 def checkpoint_step(path: str | Path) -> int:
     """The global step in a Trainer checkpoint's name (`checkpoint-N`)."""
-    return int(Path(path).name.rsplit("-", 1)[-1])
+    return faults.checkpoint_step(path)
 
 
 def is_complete_checkpoint(path: Path) -> bool:
-    """The Trainer writes trainer_state.json last: without a readable one the save was cut."""
-    try:
-        json.loads((path / "trainer_state.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return any(path.glob("*.safetensors"))
+    """Whole and undamaged: trainer_state.json (written last) readable, safetensors weights, and every
+    file it records (`hfllm.faults.CheckpointChecksums`) present with its size and SHA-256."""
+    return faults.checkpoint_problem(path) is None
 
 
 def last_complete_checkpoint(output_dir: str | Path, set_aside_partial: bool = True) -> Path | None:
-    """Newest complete checkpoint; newer partial ones (a kill mid-save) are moved aside, unless
-    `set_aside_partial` is False (the processes other than the main one only read)."""
-    output_dir = Path(output_dir)
-    for path in map(Path, reversed(sort_checkpoints(str(output_dir)))):
-        if is_complete_checkpoint(path):
-            return path
-        if not set_aside_partial:
-            continue
-        aside = output_dir / f"incomplete-checkpoint-{checkpoint_step(path)}"
-        shutil.rmtree(aside, ignore_errors=True)
-        path.rename(aside)
-    return None
+    """Newest complete checkpoint; newer partial or damaged ones (a kill mid-save, a truncated or changed
+    file) are refused with one line and moved aside, unless `set_aside_partial` is False (the processes
+    other than the main one only read). See `hfllm.faults.last_complete_checkpoint`."""
+    return faults.last_complete_checkpoint(output_dir, set_aside_partial)
 
 
 def _truncate_trace(trace: Path, last_step: int) -> None:
@@ -284,14 +273,10 @@ def check_pretrain_args(script_args: PretrainScriptArguments, training_args: Pre
 
 
 def find_resume_checkpoint(training_args: PretrainConfig, is_main_process: bool) -> Path | None:
-    """The checkpoint to resume from: the one asked for, else the newest complete one in the
-    output directory (the main process sets partial ones aside; the others only read)."""
-    if training_args.resume_from_checkpoint:
-        return Path(training_args.resume_from_checkpoint)
-    output_dir = Path(training_args.output_dir)
-    with PartialState().main_process_first():  # the main process sets partial checkpoints aside first
-        output_dir.mkdir(parents=True, exist_ok=True)
-        return last_complete_checkpoint(output_dir, set_aside_partial=is_main_process)
+    """The checkpoint to resume from: the one asked for (refused if damaged), else the newest complete
+    one in the output directory (the main process checks and sets damaged ones aside first; the others
+    only read)."""
+    return faults.resume_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint)
 
 
 class TrainBlocks(NamedTuple):
@@ -388,7 +373,7 @@ def build_trainer(training_args: PretrainConfig, model, tokenizer, train, stream
         eval_dataset=eval_blocks,
         data_collator=collate_blocks,
         processing_class=tokenizer,
-        callbacks=[*(callbacks or []), *([stream_position] if stream else [])],
+        callbacks=[*(callbacks or []), *([stream_position] if stream else []), *faults.fault_tolerance_callbacks()],
     )
     trainer.stream, trainer.stream_position = stream, stream_position
     if training_args.record_step_trace and is_main_process:

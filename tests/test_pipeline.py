@@ -244,3 +244,32 @@ def test_library_defaults_name_no_profile():
         for dtype in types:
             for f in dtype.__dataclass_fields__.values():
                 assert "runs/" not in str(f.default), (dtype.__name__, f.name)
+
+
+def test_post_training_chain_wires_each_stage_to_the_one_before(tmp_path):
+    """The tiny profile's post-training configs as pipeline entries: SFT on the synthetic data from
+    the pretrained model, feedback sampled from SFT, reward model and DPO on those pairs, a control
+    SFT on the chosen replies, task evaluation of every model — each input from its entry's dir."""
+    pipeline = profile_copy(tmp_path, HEAD + """
+  - {stage: synthetic, config: synthetic.yaml}
+  - {stage: sft, config: sft.yaml}
+  - {stage: feedback, config: feedback.yaml}
+  - {stage: reward, config: reward.yaml}
+  - {stage: dpo, config: dpo.yaml}
+  - {id: sft_chosen, stage: sft, config: sft_chosen.yaml, inputs: {model_name_or_path: sft, dataset_name: feedback}}
+  - {stage: task_eval, config: task_eval.yaml, inputs: {plateau_model: sft}}
+""")
+    run = tmp_path / "run"
+    p = load_pipeline(pipeline, run_dir=run)
+    wired = {e.id: e.inputs for e in p.entries}
+    assert wired["synthetic"] == {"tokenizer_name": "tokenizer"}
+    assert wired["sft"] == {"model_name_or_path": "pretrain", "dataset_name": "synthetic"}
+    assert wired["feedback"] == {"model_name_or_path": "sft", "dataset_name": "synthetic"}
+    assert wired["reward"] == wired["dpo"] == {"model_name_or_path": "sft", "dataset_name": "feedback"}
+    assert wired["sft_chosen"] == {"model_name_or_path": "sft", "dataset_name": "feedback"}
+    assert wired["task_eval"] == {"models": ["pretrain", "sft", "dpo", "sft_chosen"],
+                                  "train_datasets": ["synthetic", "feedback"], "plateau_model": "sft",
+                                  "reward_model": "reward", "reward_pairs": "feedback"}
+    dpo = p.entries[p.ids.index("dpo")].args
+    assert (dpo[0].dataset_name, dpo[2].model_name_or_path) == (str(run / "feedback"), str(run / "sft"))
+    assert dpo[1].output_dir == str(run / "dpo")

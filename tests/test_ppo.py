@@ -152,7 +152,7 @@ def test_resume_after_kill_repeats_the_same_updates(artefacts, uninterrupted, tm
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"paths": {k: str(v) for k, v in paths.items()}, "prompts": str(prompts),
                                 "output_dir": str(out)}))
-    proc = subprocess.run([sys.executable, str(HERE / "ppo_resume_driver.py"), "3", str(spec)],
+    proc = subprocess.run([sys.executable, str(HERE / "ppo_resume_driver.py"), "step", "3", str(spec)],
                           capture_output=True, text=True, check=False, env={**os.environ, **ppo_models.ONE_THREAD_ENV})
     assert proc.returncode == -9, proc.stderr[-3000:]
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]

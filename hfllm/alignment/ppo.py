@@ -63,9 +63,9 @@ from trl import ModelConfig, ScriptArguments, get_peft_config
 from hfllm.alignment import ppo_math as pm
 from hfllm.data.loading import load_text_dataset
 from hfllm.errors import ConfigError, DataError
+from hfllm.faults import checkpoint_step, fault_tolerance_callbacks, resume_checkpoint
 from hfllm.memory import keep_freed_memory_on_cpu
 from hfllm.modeling import check_vocab, load_causal_lm, load_tokenizer
-from hfllm.pretrain import checkpoint_step, last_complete_checkpoint
 from hfllm.report import StageContext
 from hfllm.tokenizer import IM_END
 
@@ -897,10 +897,11 @@ def run_ppo_stage(
     ref_model = None if peft_config is not None else load_causal_lm(
         args.sft_model_path, field="sft_model_path", **load_kwargs)
     output_dir = Path(args.output_dir)
-    resume = last_complete_checkpoint(output_dir) if output_dir.exists() else None
+    resume = resume_checkpoint(output_dir, args.resume_from_checkpoint)  # the newest complete, undamaged one
     memory_kept = keep_freed_memory_on_cpu(args)
     trainer = PPOTrainer(args, tokenizer, policy, ref_model, reward_model, train_prompts, value_model,
-                         eval_dataset=eval_prompts, callbacks=callbacks, peft_config=peft_config)
+                         eval_dataset=eval_prompts, callbacks=[*(callbacks or []), *fault_tolerance_callbacks()],
+                         peft_config=peft_config)
     if script_args.ignore_bias_buffers:  # TRL scripts' DDP workaround: boolean buffers are not synchronised
         trainer.model._ddp_params_and_buffers_to_ignore = [
             name for name, buffer in trainer.model.named_buffers() if buffer.dtype == torch.bool]

@@ -57,27 +57,27 @@ def model_max_length(model, tokenizer=None) -> int:
 
 
 @torch.no_grad()
-def score_texts(
+def nll_per_text(
     model, tokenizer, texts: Sequence[str], *, max_length: int | None = None, batch_size: int = 8
-) -> TextScore:
-    """Total NLL of `texts` under `model`, summed in float64 over rolling windows."""
+) -> list[TextScore]:
+    """Each text's NLL under `model`, summed in float64 over its rolling windows."""
     max_length = max_length or model_max_length(model, tokenizer)
     prefix = prefix_token_id(tokenizer)
-    windows: list[tuple[list[int], list[int]]] = []
-    n_tokens = n_bytes = 0
-    for text in texts:
+    windows: list[tuple[int, list[int], list[int]]] = []  # (text index, context, continuation)
+    n_tokens, n_bytes = [], []
+    for i, text in enumerate(texts):
         ids = tokenizer(text, verbose=False)["input_ids"]
-        n_tokens += len(ids)
-        n_bytes += len(text.encode("utf-8"))
-        windows += rolling_windows(ids, prefix, max_length)
+        n_tokens.append(len(ids))
+        n_bytes.append(len(text.encode("utf-8")))
+        windows += [(i, ctx, cont) for ctx, cont in rolling_windows(ids, prefix, max_length)]
     device = next(model.parameters()).device
     model.eval()
-    total = 0.0
+    totals = [0.0] * len(texts)
     # Longest first: batches of similar lengths waste little on padding.
-    windows.sort(key=lambda w: -(len(w[0]) + len(w[1])))
+    windows.sort(key=lambda w: -(len(w[1]) + len(w[2])))
     for start in range(0, len(windows), batch_size):
         chunk = windows[start : start + batch_size]
-        inputs = [(ctx + cont)[:-1] for ctx, cont in chunk]
+        inputs = [(ctx + cont)[:-1] for _, ctx, cont in chunk]
         width = max(len(x) for x in inputs)
         ids = torch.zeros((len(chunk), width), dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -86,12 +86,44 @@ def score_texts(
             mask[i, : len(x)] = 1
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
         logprobs = torch.log_softmax(logits, dim=-1)
-        for i, (_, cont) in enumerate(chunk):
+        for i, (text_index, _, cont) in enumerate(chunk):
             end = len(inputs[i])
             positions = torch.arange(end - len(cont), end, device=device)
             targets = torch.tensor(cont, device=device)
-            total -= logprobs[i, positions, targets].double().sum().item()
-    return TextScore(nll_nats=total, tokens=n_tokens, bytes=n_bytes)
+            totals[text_index] -= logprobs[i, positions, targets].double().sum().item()
+    return [TextScore(nll_nats=t, tokens=k, bytes=b) for t, k, b in zip(totals, n_tokens, n_bytes)]
+
+
+def score_texts(
+    model, tokenizer, texts: Sequence[str], *, max_length: int | None = None, batch_size: int = 8
+) -> TextScore:
+    """Total NLL of `texts` under `model`, summed in float64 over rolling windows."""
+    scores = nll_per_text(model, tokenizer, texts, max_length=max_length, batch_size=batch_size)
+    return TextScore(nll_nats=sum(s.nll_nats for s in scores), tokens=sum(s.tokens for s in scores),
+                     bytes=sum(s.bytes for s in scores))
+
+
+PERPLEXITY_CAVEAT = (
+    "Perplexity is per token, so it depends on the tokenizer and on the text scored: it compares models "
+    "only with the same tokenizer on the same text, which is why bits per byte is the measure across stages. "
+    "It is shown only for pretraining-style models: fine-tuned and preference-optimised models are no longer "
+    "trained to model raw text, and a higher perplexity there does not mean a worse model."
+)
+
+
+def language_model_scores(model, tokenizer, texts: Sequence[str], *, pretraining_style: bool,
+                          batch_size: int = 8) -> dict[str, float | int]:
+    """Bits per byte of any language model on held-out `texts`; perplexity only if `pretraining_style`.
+
+    Every language-model stage is scored on the same texts, so the numbers compare across stages
+    (see `PERPLEXITY_CAVEAT` for why perplexity is left out of the others).
+    """
+    score = score_texts(model, tokenizer, texts, batch_size=batch_size)
+    out: dict[str, float | int] = {"bits_per_byte": score.bits_per_byte, "heldout_bytes": score.bytes,
+                                   "heldout_tokens": score.tokens}
+    if pretraining_style:
+        out["perplexity"] = score.perplexity
+    return out
 
 
 class BigramModel:

@@ -21,6 +21,7 @@ from hfllm.data.loading import check_texts, load_text_dataset
 from hfllm.errors import CheckFailed
 from hfllm.evaluation.bpb import TextScore, best_bigram, model_max_length, score_texts
 from hfllm.modeling import check_vocab, load_causal_lm, load_tokenizer
+from hfllm.packing import check_tokenizer_yields_tokens
 from hfllm.precision import PRECISIONS, auto_precision
 from hfllm.report import StageContext
 
@@ -129,8 +130,11 @@ def load_heldout_texts(args: EvalArguments) -> list[str]:
     return list(test[args.dataset_text_field])[: args.max_eval_docs]
 
 
-def load_model(name: str, args: EvalArguments, device: torch.device, dtype: torch.dtype):
+def load_model(name: str, args: EvalArguments, device: torch.device, dtype: torch.dtype,
+               texts: list[str] | None = None):
+    """The model and its tokenizer, checked to match each other (and to tokenize `texts`)."""
     tokenizer = load_tokenizer(name, field="model_name_or_path", trust_remote_code=args.trust_remote_code)
+    check_tokenizer_yields_tokens(tokenizer, (texts or [])[:100], field="model_name_or_path")
     model = load_causal_lm(name, field="model_name_or_path", trust_remote_code=args.trust_remote_code)
     check_vocab(model, tokenizer, name, field="model_name_or_path")
     return model.to(device=device, dtype=dtype), tokenizer
@@ -156,7 +160,7 @@ def run_eval_stage(args: EvalArguments, *, context: StageContext) -> dict[str, A
     out.mkdir(parents=True, exist_ok=True)
     device, dtype = evaluation_device_and_dtype(args.precision)
     texts = load_heldout_texts(args)
-    model, tokenizer = load_model(args.model_name_or_path, args, device, dtype)
+    model, tokenizer = load_model(args.model_name_or_path, args, device, dtype, texts)
     score = score_texts(model, tokenizer, texts, batch_size=args.per_device_eval_batch_size)
     metrics: dict[str, Any] = {
         "heldout_docs": len(texts),
@@ -195,7 +199,7 @@ def score_models(args: EvalArguments, texts: list[str], device, dtype, primary: 
         if Path(name).resolve() == Path(args.model_name_or_path).resolve():
             scores[Path(name).name] = primary
             continue
-        model, tokenizer = load_model(name, args, device, dtype)
+        model, tokenizer = load_model(name, args, device, dtype, texts)
         scores[Path(name).name] = score_texts(model, tokenizer, texts, batch_size=args.per_device_eval_batch_size)
     return scores
 

@@ -1,0 +1,104 @@
+"""Chat replies from a causal LM: the one way post-training stages generate (task evaluation,
+sampled feedback, the transformers LLM judge).
+
+Prompts go through the tokenizer's chat template with the generation prompt; batches are padded
+on the left so every reply starts at the same position; generation stops at `<|im_end|>` (the
+end of a chat turn) or eos, and the reply is decoded without special tokens. Sampling is seeded
+per batch, so the same call gives the same replies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from hfllm.errors import ConfigError
+from hfllm.tokenizer import IM_END
+
+
+def chat_stop_ids(tokenizer) -> list[int]:
+    """Token ids a chat reply stops at: `<|im_end|>` (where present), then eos."""
+    ids = []
+    im_end = tokenizer.convert_tokens_to_ids(IM_END)
+    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id and im_end is not None:
+        ids.append(im_end)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def set_chat_generation_config(model, tokenizer, max_new_tokens: int | None = None) -> None:
+    """Make `model.generation_config` stop where a chat reply ends (`<|im_end|>`, and eos) and pad
+    with the tokenizer's pad token: what every chat stage saves."""
+    gen = model.generation_config
+    gen.eos_token_id = chat_stop_ids(tokenizer)
+    gen.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    gen.bos_token_id = tokenizer.bos_token_id
+    if max_new_tokens is not None:
+        gen.max_new_tokens = max_new_tokens
+    model.config.pad_token_id = gen.pad_token_id
+
+
+def require_chat_template(tokenizer, where: str | None, field: str = "tokenizer") -> None:
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError("the tokenizer has no chat template (train it with hfllm's tokenizer stage, or set "
+                          "chat_template_path)", where=where, field=field)
+
+
+def chat_prompt_ids(tokenizer, prompts: Sequence[str | list[dict]]) -> list[list[int]]:
+    """Token ids of each prompt as a user turn (or a list of messages) plus the assistant header."""
+    out = []
+    for prompt in prompts:
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        out.append(list(ids["input_ids"] if isinstance(ids, dict) else ids))
+    return out
+
+
+@torch.no_grad()
+def generate_replies(
+    model,
+    tokenizer,
+    prompts: Sequence[str | list[dict]],
+    *,
+    max_new_tokens: int = 32,
+    batch_size: int = 128,
+    num_samples: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+) -> list[list[str]]:
+    """For each prompt, `num_samples` replies: greedy when `temperature` is 0, else sampled."""
+    was_training = model.training
+    model.eval()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stop = chat_stop_ids(tokenizer)
+    encoded = chat_prompt_ids(tokenizer, prompts)
+    replies: list[list[str]] = []
+    device = next(model.parameters()).device
+    for start in range(0, len(encoded), batch_size):
+        batch = encoded[start : start + batch_size]
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch], device=device)
+        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=device)
+        sampling = temperature > 0
+        if sampling:
+            torch.manual_seed(seed + start)
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=sampling,
+            temperature=temperature if sampling else None,
+            top_p=top_p if sampling else None,
+            top_k=0 if sampling else None,
+            num_return_sequences=num_samples,
+            eos_token_id=stop,
+            pad_token_id=pad,
+        )
+        texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        for i in range(len(batch)):
+            replies.append([t.strip() for t in texts[i * num_samples : (i + 1) * num_samples]])
+    model.train(was_training)
+    return replies
