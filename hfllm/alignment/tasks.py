@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import random
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from hfllm.data.split import is_held_out
@@ -39,27 +40,27 @@ class Problem:
     solution: str  # the reply a correct teacher writes (the answer, or a worked solution ending in it)
 
 
-class Task:
-    """A family of verifiable problems. Subclasses define `_draw`, `solve`, `extract` and `_mistake`."""
+class Task(ABC):
+    """A family of verifiable problems. Subclasses define `_draw`, `solve`, `extract`, `_mistake` and `key_of`."""
 
     name: str
     templates: tuple[str, ...]
 
+    @abstractmethod
     def _draw(self, rng: random.Random) -> tuple[str, dict]:
         """A problem's canonical key and the fields its templates use."""
-        raise NotImplementedError
 
+    @abstractmethod
     def solve(self, prompt: str) -> str | None:
         """The answer to a prompt of this task, or None if the prompt is not one."""
-        raise NotImplementedError
 
+    @abstractmethod
     def extract(self, reply: str) -> str | None:
         """The answer a reply gives, or None if it gives none."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _mistake(self, prompt: str) -> str | None:
         """A wrong answer a weak teacher would give, or None where it would not go wrong."""
-        raise NotImplementedError
 
     def split_of(self, key: str) -> str:
         return "test" if is_held_out(f"{self.name}:{key}", HELD_OUT_FRACTION) else "train"
@@ -84,9 +85,9 @@ class Task:
         answer = self.solve(prompt)
         return answer is not None and self.extract(reply) == answer
 
+    @abstractmethod
     def key_of(self, prompt: str) -> str | None:
         """The canonical key of the problem a prompt states (None if not this task's)."""
-        raise NotImplementedError
 
     def teacher_answer(self, prompt: str, rng: random.Random, error_rate: float) -> str:
         """A noisy teacher's reply: with probability `error_rate` its typical mistake, where the
