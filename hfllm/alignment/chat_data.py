@@ -20,7 +20,7 @@ from typing import Any
 
 import datasets
 
-from hfllm.data.loading import _FILE_BUILDERS, _is_local_dataset_dir
+from hfllm.data.loading import _FILE_BUILDERS, _is_local_dataset_dir, load_saved_split
 from hfllm.errors import DataError
 
 
@@ -29,12 +29,7 @@ def load_split(name: str, split: str, config: str | None = None) -> datasets.Dat
     path = Path(name)
     try:
         if _is_local_dataset_dir(path):
-            loaded = datasets.load_from_disk(str(path))
-            if isinstance(loaded, datasets.DatasetDict):
-                if split not in loaded:
-                    raise DataError(f"no split '{split}' (has: {', '.join(loaded)})", where=name)
-                loaded = loaded[split]
-            return loaded
+            return load_saved_split(path, split, name)
         if path.is_file():
             builder = _FILE_BUILDERS.get(path.suffix)
             if builder is None or builder == "text":

@@ -29,6 +29,17 @@ def _is_local_dataset_dir(path: Path) -> bool:
     return path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists())
 
 
+def load_saved_split(path: Path, split: str, name: str) -> datasets.Dataset:
+    """One split of a dataset saved with `save_to_disk` (a stage's directory); a missing split
+    names the ones there are."""
+    loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise DataError(f"no split '{split}' (has: {', '.join(loaded)})", where=name)
+        loaded = loaded[split]
+    return loaded
+
+
 def load_text_dataset(
     name: str,
     split: str,
@@ -41,11 +52,7 @@ def load_text_dataset(
     path = Path(name)
     try:
         if _is_local_dataset_dir(path):
-            loaded = datasets.load_from_disk(str(path))
-            if isinstance(loaded, datasets.DatasetDict):
-                if split not in loaded:
-                    raise DataError(f"no split '{split}' (has: {', '.join(loaded)})", where=name)
-                loaded = loaded[split]
+            loaded = load_saved_split(path, split, name)
             ds = loaded.to_iterable_dataset() if streaming else loaded
         elif path.is_file():
             builder = _FILE_BUILDERS.get(path.suffix)
