@@ -263,6 +263,20 @@ def _distributed_state():
     return PartialState()
 
 
+def _forget_accelerator_settings() -> None:
+    """Drop the accelerator settings a stage leaves in the process (not its process group).
+
+    Accelerate keeps one `AcceleratorState` per process, set by the first `Accelerator`: after
+    pretraining with `torch_compile`, every later Trainer of the same `hfllm run` inherited its
+    inductor backend — the demo's SFT, reward and DPO compiled their models (≈ 170 s of the
+    post-training stages, measured) though their configs say `torch_compile: false`. Each stage
+    starts from its own config instead."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+
+
 def _set_aside_other_output(stage_dir: Path, fingerprint: str) -> Path | None:
     """A stage dir holding another config's output is not ours to resume from: move it to
     `<dir>.previous` (deleted once the new run finishes, put back if the stage refuses its input).
@@ -344,6 +358,8 @@ def execute_stage(
         if state.is_main_process:
             _after_failure(stage_dir, previous, err)
         raise
+    finally:
+        _forget_accelerator_settings()
     wall = time.perf_counter() - t0
     manifest = {
         "stage": spec.name,

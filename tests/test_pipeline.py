@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,15 @@ from conftest import REPO
 
 from hfllm.configs import parse_args, parse_config, to_dict
 from hfllm.errors import ConfigError
-from hfllm.pipeline import STAGES, StageSpec, _default_inputs, load_pipeline, run_pipeline, stage_fingerprint
+from hfllm.pipeline import (
+    STAGES,
+    StageSpec,
+    _default_inputs,
+    execute_stage,
+    load_pipeline,
+    run_pipeline,
+    stage_fingerprint,
+)
 
 TINY = REPO / "recipes" / "configs" / "tiny"
 
@@ -273,3 +282,27 @@ def test_post_training_chain_wires_each_stage_to_the_one_before(tmp_path):
     dpo = p.entries[p.ids.index("dpo")].args
     assert (dpo[0].dataset_name, dpo[2].model_name_or_path) == (str(run / "feedback"), str(run / "sft"))
     assert dpo[1].output_dir == str(run / "dpo")
+
+
+@dataclass
+class CompilingStageArgs:
+    output_dir: str = "compiling"
+
+
+def compiling_stage(args: CompilingStageArgs, *, context) -> dict:
+    """A stage whose Trainer compiled its model (as pretraining with `torch_compile: true` does)."""
+    from accelerate import Accelerator
+
+    Accelerator(cpu=True, dynamo_backend="inductor")
+    return {}
+
+
+def test_a_stage_does_not_hand_its_compile_setting_to_the_next(tmp_path):
+    """Accelerate keeps one AcceleratorState per process: without the runner dropping it, every stage
+    after a compiled pretraining compiled its model too (the demo's SFT, reward and DPO: ≈ 170 s)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DynamoBackend
+
+    spec = StageSpec("compiling", "Compiling", "test_pipeline", ("CompilingStageArgs",), "compiling_stage")
+    execute_stage(spec, (CompilingStageArgs(output_dir=str(tmp_path / "compiling")),))
+    assert Accelerator(cpu=True).state.dynamo_plugin.backend == DynamoBackend.NO

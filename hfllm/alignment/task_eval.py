@@ -249,5 +249,6 @@ def write_section(context, args, scores, differences, plateau, reward, overlap, 
                      f"steps), {plateau['accuracy_last']:.1%} at the end ({100 * plateau['change']:+.1f} points).")
     if reward:
         section.text(f"Reward model: held-out pairwise accuracy {reward['accuracy']:.1%} on {reward['pairs']} pairs, "
-                     f"mean margin {reward['margin']:.3f}.")
+                     f"mean margin {reward['margin']:.3f} — as a judge, its agreement with the verifier that "
+                     "ranked those pairs.")
     section.text("Gates: " + ("all passed." if not failures else "FAILED — " + "; ".join(failures)))
