@@ -113,7 +113,9 @@ def run_reward_stage(
     trainer = RewardTrainer(model=model, args=training_args, train_dataset=train, processing_class=tokenizer,
                             peft_config=get_peft_config(model_args), callbacks=callbacks)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    # Without its mixed-precision wrapper: the held-out scores below are then the saved fp32 model's
+    # (under the bf16 autocast the wrapper keeps, 3 of 174 demo pairs flipped against task_eval's).
+    model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     if model_args.use_peft and script_args.merge_adapters:
         model = model.merge_and_unload()
     model.config.pad_token_id = tokenizer.pad_token_id
