@@ -123,7 +123,7 @@ STAGES: dict[str, StageSpec] = {
                           "reward_model_path": ("reward",), "dataset_name": ("synthetic",)}),
         StageSpec("eval", "Evaluation", "hfllm.evaluation.stage", ("EvalArguments",), "run_eval_stage",
                   inputs={"model_name_or_path": ("pretrain",), "dataset_name": ("data",),
-                          "models": ("pretrain", "sft", "dpo", "ppo")}),
+                          "models": ("pretrain", "sft", "dpo", "ppo"), "task_scores": ("task_eval",)}),
         StageSpec("task_eval", "Task evaluation", "hfllm.alignment.task_eval", ("TaskEvalArguments",),
                   "run_task_eval_stage",
                   inputs={"models": ("pretrain", "sft", "dpo", "ppo"), "train_datasets": ("synthetic", "feedback"),

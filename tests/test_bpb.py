@@ -114,3 +114,34 @@ def test_quality_gate_needs_the_bigram_baseline():
     with pytest.raises(ConfigError, match="require_below_bigram.*bigram_baseline"):
         parse_args((EvalArguments,), ["--model_name_or_path", "m", "--dataset_name", "d", "--bigram_baseline", "false",
                                   "--require_below_bigram", "0.1"])
+
+
+def test_stages_table_joins_task_eval_scores_without_recomputing(tiny_run, tmp_path):
+    """`stages.json`: every model's held-out bits per byte, and task_eval's accuracy read from its
+    scores.json with the binomial standard error (0.5 on 100 prompts: 0.05)."""
+    from hfllm.evaluation.stage import EvalArguments, run_eval_stage
+    from hfllm.report import Section, StageContext
+
+    task_eval = tmp_path / "task_eval"
+    task_eval.mkdir()
+    (task_eval / "scores.json").write_text(json.dumps({
+        "pretrain": {"accuracy": 0.5, "ci_low": 0.4038, "ci_high": 0.5962, "n": 100},
+        "sft": {"accuracy": 0.9, "ci_low": 0.8256, "ci_high": 0.9448, "n": 100}}))
+    args = EvalArguments(model_name_or_path=str(tiny_run / "pretrain"), dataset_name=str(tiny_run / "data"),
+                         models=[str(tiny_run / "pretrain")], task_scores=str(task_eval), max_eval_docs=4,
+                         bigram_baseline=False, lm_eval_check=False, output_dir=str(tmp_path / "eval"))
+    ctx = StageContext(entry_id="eval", run_dir=tmp_path, section=Section("eval", "Evaluation"))
+    metrics = run_eval_stage(args, context=ctx)
+    table = json.loads((tmp_path / "eval" / "stages.json").read_text())
+    assert table["pretrain"]["hfllm_heldout_bpb"]["bits_per_byte"] == metrics["models"]["pretrain"]
+    assert table["pretrain"]["task_eval"]["stderr"] == pytest.approx(0.05)
+    assert table["sft"]["task_eval"] == {"accuracy": 0.9, "stderr": pytest.approx(0.03), "ci_low": 0.8256,
+                                         "ci_high": 0.9448, "n": 100}
+    assert "hfllm_heldout_bpb" not in table["sft"]  # only the models this entry scored have a bpb
+
+    args.task_scores = str(tmp_path / "nowhere")
+    from hfllm.errors import DataError
+
+    with pytest.raises(DataError, match="task scores") as err:
+        run_eval_stage(args, context=ctx)
+    assert err.value.field == "task_scores" and "nowhere/scores.json" in err.value.one_line()

@@ -205,3 +205,17 @@ def test_held_out_text_shares_no_document_with_the_reference_set():
     topics = [r["text"] for r in corpus.iter_documents(["pydoc_topics"])]
     held_out = {t for t in topics if is_held_out(t, 0.2)}
     assert held_out and not held_out & reference and set(topics) - held_out <= reference
+
+
+@pytest.mark.parametrize("name, content, expected", [
+    ("empty.jsonl", b"", "empty.jsonl: the file is empty"),
+    ("broken.jsonl", b'{"text": "a"}\n{"text": "b"}\n{"text": "c"}\n{"text": "cut in the midd\n{"text": "d"}\n',
+     "broken.jsonl: line 4: not JSON (Unterminated string"),
+    ("latin1.txt", b"one\ntwo\n" + "caf\u00e9\n".encode("latin-1") + b"four\n", "latin1.txt: line 3: not UTF-8 text"),
+])
+def test_an_unreadable_file_is_one_line_naming_its_first_bad_line(tmp_path, name, content, expected):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError) as err:
+        load_text_dataset(str(path), "train")
+    assert expected in err.value.one_line(), err.value.one_line()

@@ -69,11 +69,38 @@ def load_text_dataset(
     except DataError:
         raise
     except Exception as err:  # noqa: BLE001 — any loader failure becomes one line naming the dataset
-        raise DataError(f"cannot load split '{split}': {str(err).splitlines()[0]}", where=name) from None
+        # datasets names the file only ("An error occurred while generating the dataset"), or, for
+        # an empty file, nothing at all: find the line it stopped at.
+        problem = _first_unreadable_line(path) if path.is_file() else None
+        first = str(err).strip().splitlines()
+        raise DataError(problem or f"cannot load split '{split}': {first[0] if first else type(err).__name__}",
+                        where=name) from None
     columns = ds.column_names
     if columns is not None and text_field not in columns:
         raise DataError(f"column not found (columns: {', '.join(columns)})", where=name, field=text_field)
     return ds
+
+
+def _first_unreadable_line(path: Path) -> str | None:
+    """Why a text or JSON Lines file cannot be read, naming its first bad line (1-based): a line
+    that is not UTF-8, a JSONL line that is not JSON, or no content at all. Called only after the
+    loader failed, so a good file is never scanned twice."""
+    has_content = False
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return f"line {number}: not UTF-8 text"
+            if not line.strip():
+                continue
+            has_content = True
+            if path.suffix == ".jsonl":
+                try:
+                    json.loads(line.strip())
+                except ValueError as err:
+                    return f"line {number}: not JSON ({err})"
+    return None if has_content else "the file is empty"
 
 
 def check_texts(ds: datasets.Dataset, text_field: str, where: str) -> None:

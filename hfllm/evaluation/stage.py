@@ -10,6 +10,7 @@ its data into the run's `tasks/` directory, so that the same number comes out of
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 
 from hfllm.data.loading import check_texts, load_text_dataset
-from hfllm.errors import CheckFailed
+from hfllm.errors import CheckFailed, DataError
 from hfllm.evaluation.bpb import TextScore, best_bigram, model_max_length, score_texts
 from hfllm.modeling import check_vocab, load_causal_lm, load_tokenizer
 from hfllm.packing import check_tokenizer_yields_tokens
@@ -26,6 +27,7 @@ from hfllm.precision import PRECISIONS, auto_precision
 from hfllm.report import StageContext
 
 HELDOUT_TASK = "hfllm_heldout_bpb"
+STAGES_TABLE = "stages.json"  # {model entry: {task: {metric: value, …}}}, one table across the run's models
 TASKS_DIR = "tasks"  # under the run directory
 
 
@@ -38,6 +40,11 @@ class EvalArguments:
         default=None,
         metadata={"help": "Every model dir to score on the same held-out text (default: model_name_or_path). The "
                           "pipeline passes each earlier model entry; the report names them by directory."},
+    )
+    task_scores: str | None = field(
+        default=None,
+        metadata={"help": "A task_eval stage's directory: its scores.json joins stages.json as it is (not "
+                          "recomputed). The pipeline passes an earlier task_eval entry."},
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
     dataset_train_split: str = field(default="train", metadata={"help": "Text the bigram baseline is fitted on."})
@@ -186,9 +193,37 @@ def run_eval_stage(args: EvalArguments, *, context: StageContext) -> dict[str, A
         lm_bpb = lm_eval_bits_per_byte(model, tokenizer, tasks_dir, args.per_device_eval_batch_size)
         metrics.update(lm_eval_bits_per_byte=lm_bpb, lm_eval_abs_diff=abs(lm_bpb - score.bits_per_byte))
     (out / "results.json").write_text(json.dumps(metrics, indent=1))
+    table = stage_table(scores, args.task_scores)
+    (out / STAGES_TABLE).write_text(json.dumps(table, indent=1))
     check_bigram_margin(metrics, args.require_below_bigram, out / "results.json")
     describe(context.section, args, metrics, rows)
+    if args.task_scores:
+        context.section.table(["model", "bits per byte", "task accuracy (task_eval)"],
+                              [[entry, t.get(HELDOUT_TASK, {}).get("bits_per_byte", "—"),
+                                f"{t['task_eval']['accuracy']:.1%} ± {t['task_eval']['stderr']:.1%}"
+                                if "task_eval" in t else "—"] for entry, t in table.items()])
     return metrics
+
+
+def stage_table(scores: dict[str, TextScore], task_scores: str | None) -> dict[str, dict[str, dict[str, Any]]]:
+    """One table across the run's models: each entry's held-out bits per byte and, from a task_eval
+    stage's `scores.json` (read, not recomputed), its task accuracy with the binomial standard error."""
+    table: dict[str, dict[str, dict[str, Any]]] = {
+        entry: {HELDOUT_TASK: {"bits_per_byte": s.bits_per_byte, "perplexity": s.perplexity}}
+        for entry, s in scores.items()}
+    if task_scores:
+        path = Path(task_scores) / "scores.json"
+        try:
+            accuracies = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise DataError(f"cannot read the task scores ({err.__class__.__name__}: has task_eval run?)",
+                            where=str(path), field="task_scores") from None
+        for entry, score in accuracies.items():
+            p, n = score["accuracy"], score["n"]
+            table.setdefault(entry, {})["task_eval"] = {
+                "accuracy": p, "stderr": math.sqrt(p * (1 - p) / n) if n else float("nan"),
+                "ci_low": score["ci_low"], "ci_high": score["ci_high"], "n": n}
+    return table
 
 
 def score_models(args: EvalArguments, texts: list[str], device, dtype, primary: TextScore) -> dict[str, TextScore]:
