@@ -40,7 +40,8 @@ class Judge:
     name = "judge"
 
     def score(self, prompts: Sequence[str], replies: Sequence[str]) -> list[float]:
-        raise NotImplementedError(f"{type(self).__name__} is a pairwise judge: use compare")
+        raise ConfigError(f"{self.name} is a pairwise judge: it compares two replies and scores none "
+                          "(an LLM judge scores with mode 'score': llm:<model>:score)", field="judge")
 
     def _prefers_first(self, prompts: Sequence[str], first: Sequence[str],
                        second: Sequence[str]) -> list[float | None]:

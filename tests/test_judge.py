@@ -58,6 +58,14 @@ def test_both_orders_cancel_position_bias():
     assert AlwaysFirst().compare(PROMPTS, WRONG, RIGHT) == [0.5, 0.5, 0.5]
 
 
+def test_a_pairwise_judge_asked_for_scores_is_a_config_error():
+    judge = AlwaysFirst()
+    judge.mode = "pairwise"
+    with pytest.raises(ConfigError, match="always-first is a pairwise judge") as err:
+        judge.score(PROMPTS, RIGHT)
+    assert err.value.field == "judge"
+
+
 def test_llm_judge_over_the_loopback_endpoint_matches_transformers(tiny_dir):
     model_dir = str(tiny_dir / "pretrain")
     local = LLMJudge(TransformersChat(model_dir, max_new_tokens=6))
