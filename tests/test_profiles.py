@@ -5,9 +5,10 @@ import json
 import re
 
 import datasets
+import yaml
 from conftest import REPO
 
-from hfllm.pipeline import run_pipeline
+from hfllm.pipeline import load_pipeline, run_pipeline
 
 SHRINK = {  # field: value for a CPU-sized run of the same configs
     "data.yaml": {"max_train_docs": 200, "test_fraction": 0.1},
@@ -28,19 +29,26 @@ def test_llama_125m_profile_runs_offline_on_a_local_stream(tiny_run, tmp_path):
     docs.write_text("".join(json.dumps({"text": t, "id": i}) + "\n" for i, t in enumerate(texts)))
     profile = tmp_path / "llama-125m"
     profile.mkdir()
-    (profile / "pipeline.yaml").write_text((REPO / "recipes/configs/llama-125m/pipeline.yaml").read_text())
-    for name, changes in SHRINK.items():
-        text = (REPO / "recipes/configs/llama-125m" / name).read_text()
-        text = text.replace("HuggingFaceFW/fineweb-edu", str(docs))
-        text = re.sub(r"^dataset_config:.*\n", "", text, flags=re.M)
-        for key, value in changes.items():
-            text, n = re.subn(rf"^{key}:.*$", f"{key}: {value}", text, flags=re.M)
-            if not n:
-                text += f"{key}: {value}\n"
-        (profile / name).write_text(text)
+    for source in (REPO / "recipes/configs/llama-125m").glob("*.yaml"):
+        text = source.read_text()
+        if source.name in SHRINK:
+            text = text.replace("HuggingFaceFW/fineweb-edu", str(docs))
+            text = re.sub(r"^dataset_config:.*\n", "", text, flags=re.M)
+            for key, value in SHRINK[source.name].items():
+                text, n = re.subn(rf"^{key}:.*$", f"{key}: {value}", text, flags=re.M)
+                if not n:
+                    text += f"{key}: {value}\n"
+        (profile / source.name).write_text(text)
 
+    # The whole profile wires and parses (its post-training reads Hub datasets: not run offline) ...
     run_dir = tmp_path / "run"
-    assert set(run_pipeline(profile / "pipeline.yaml", run_dir=run_dir).values()) == {"ran"}
+    assert load_pipeline(profile / "pipeline.yaml", run_dir).ids == [
+        "data", "tokenizer", "pretrain", "eval", "synthetic", "sft", "reward", "dpo", "task_eval"]
+    # ... and its pretraining part runs from the profile's own entries.
+    spec = yaml.safe_load((profile / "pipeline.yaml").read_text())
+    spec["stages"] = spec["stages"][:4]
+    (profile / "pretraining.yaml").write_text(yaml.safe_dump(spec))
+    assert set(run_pipeline(profile / "pretraining.yaml", run_dir=run_dir).values()) == {"ran"}
     data = json.loads((run_dir / "data" / "manifest.json").read_text())["metrics"]
     assert data["raw_docs"] == 200 and data["train_docs"] > 0  # a sample of the stream, as from the Hub, cleaned
     pretrain = json.loads((run_dir / "pretrain" / "manifest.json").read_text())
