@@ -1,9 +1,11 @@
-"""`hfllm run <pipeline.yaml>` and `hfllm plan`."""
+"""`hfllm run <pipeline.yaml>`, `hfllm eval <stage dir> …`, `hfllm plan` and `hfllm push`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from hfllm.errors import HfllmError
 
@@ -46,6 +48,37 @@ def _run(args: argparse.Namespace) -> None:
     run_pipeline(args.pipeline, run_dir=args.run_dir, only=args.only, start_from=args.start_from, force=args.force)
 
 
+def _eval(args: argparse.Namespace) -> None:
+    """The evaluation stage on stage directories outside a pipeline: the held-out text and the
+    MMLU-format task of the run they belong to (their parent directory) when it has them."""
+    from hfllm.errors import ConfigError
+    from hfllm.evaluation.stage import STAGES_TABLE, TASKS_DIR, EvalArguments
+    from hfllm.pipeline import STAGES, execute_stage
+
+    run_dir = Path(args.stage_dirs[0]).parent
+    dataset = args.dataset or (str(run_dir / "data") if (run_dir / "data" / "dataset_dict.json").exists() else None)
+    output_dir = args.output_dir or str(run_dir / "eval_cli")
+    try:
+        eval_args = EvalArguments(
+            model_name_or_path=args.stage_dirs[0], models=list(args.stage_dirs), dataset_name=dataset,
+            max_eval_docs=args.max_eval_docs, bigram_baseline=False, lm_eval_check=False, mmlu=args.mmlu,
+            mmlu_num_fewshot=args.mmlu_num_fewshot, tasks=list(args.tasks), num_fewshot=args.num_fewshot,
+            limit=args.limit, per_device_eval_batch_size=args.batch_size, apply_chat_template=args.apply_chat_template,
+            tasks_dir=args.tasks_dir or (str(run_dir / TASKS_DIR) if (run_dir / TASKS_DIR).is_dir() else None),
+            output_dir=output_dir)
+    except ValueError as err:
+        raise ConfigError(str(err), where="hfllm eval") from None
+    execute_stage(STAGES["eval"], (eval_args,))
+    table = json.loads((Path(output_dir) / STAGES_TABLE).read_text())
+    for entry, tasks in table.items():
+        cells = []
+        for task, values in tasks.items():
+            metric = next(k for k in values if "stderr" not in k)
+            cells.append(f"{task} {metric} {values[metric]:.4g}")
+        print(f"{entry}: " + ", ".join(cells))
+    print(f"results, per-item samples and the report section: {output_dir}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hfllm",
                                      description="Build a language model end to end with Hugging Face libraries.")
@@ -58,6 +91,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run_dir", help="write entries here instead of runs/<name>")
     run.add_argument("--force", action="store_true", help="re-run selected entries even if unchanged")
     run.set_defaults(func=_run)
+
+    ev = sub.add_parser("eval", help="evaluate stage directories: held-out bits per byte, MMLU three ways, "
+                                     "lm-eval tasks; one table across them")
+    ev.add_argument("stage_dirs", nargs="+", metavar="stage_dir", help="e.g. runs/demo/pretrain runs/demo/sft")
+    ev.add_argument("--tasks", nargs="*", default=[], help="lm-eval tasks (the run's tasks/ directory included)")
+    ev.add_argument("--mmlu", action="store_true", help="hfllm's MMLU-format task scored three ways")
+    ev.add_argument("--mmlu_num_fewshot", type=int, default=5)
+    ev.add_argument("--num_fewshot", type=int, help="few-shot examples for --tasks (default: each task's own)")
+    ev.add_argument("--limit", type=int, help="at most this many items per task (and MMLU subject)")
+    ev.add_argument("--dataset", help="held-out text for bits per byte (default: the run's data/ when there is one)")
+    ev.add_argument("--max_eval_docs", type=int, help="score at most this many held-out documents")
+    ev.add_argument("--batch_size", type=int, default=8)
+    ev.add_argument("--apply_chat_template", default="auto", choices=("auto", "always", "never"),
+                    help="auto: for models whose manifest names a chat stage (sft, dpo, ppo)")
+    ev.add_argument("--tasks_dir", help="lm-eval task directory (default: the run's tasks/)")
+    ev.add_argument("--output_dir", help="where results go (default: <run>/eval_cli)")
+    ev.set_defaults(func=_eval)
 
     plan = sub.add_parser("plan", help="tokens, FLOPs, GPU-hours, days and cost of a training run")
     plan.add_argument("--params", help="parameters, e.g. 124M, 7B, 405B")

@@ -246,11 +246,13 @@ def build_model(model_args: PretrainModelArguments, tokenizer, max_length: int):
     )
     config._attn_implementation = model_args.attn_implementation
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    # A length cap, not max_new_tokens: a saved max_new_tokens overrides the max_length that lm-eval
+    # passes to generate(), so every generation task ran to 128 tokens whatever its max_gen_toks.
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        max_new_tokens=128,
+        max_length=max_length,
     )
     return model
 

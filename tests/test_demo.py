@@ -5,6 +5,7 @@ The longest test (≈ 11–16 min on 2 cores); `pytest -m "not demo"` leaves it 
 The demo's post-training chain with its gates (`recipes/configs/demo/post_training.yaml`) is not
 part of it: its gates pass or fail with the pretrained model the machine produces (RESULTS.md)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,13 @@ def test_make_demo_passes_every_gate(tmp_path):
                           capture_output=True, text=True, timeout=2700, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert_ten_percent_below_bigram(run_dir)
-    assert "(at least 10% required)" in (run_dir / "report.md").read_text()  # the evaluation stage's own gate ran
+    report = (run_dir / "report.md").read_text()
+    assert "(at least 10% required)" in report  # the evaluation stage's own gate ran
+    # MMLU scored three ways and the contamination table, in stages.json and the report
+    table = json.loads((run_dir / "eval" / "stages.json").read_text())
+    assert {"hfllm_mmlu", "hfllm_mmlu_text", "hfllm_mmlu_gen"} <= set(table["pretrain"])
+    assert table["pretrain"]["hfllm_mmlu"]["n"] == 150
+    assert "letter/text differ" in report and "items sharing an n-gram" in report
 
 
 def test_the_demo_post_training_chain_continues_the_demo_run(tmp_path):
@@ -40,3 +47,9 @@ def test_the_demo_post_training_chain_continues_the_demo_run(tmp_path):
     assert gates.require_better == ["sft > pretrain", "dpo > sft + 0.05"]
     assert (gates.require_plateau_within, gates.require_reward_accuracy) == (0.02, 0.75)
     assert [e.split("/")[-1] for e in gates.models] == ["pretrain", "sft", "dpo", "sft_chosen"]
+    # the win-rates' judge: a second reward model on the pairs the first holds out
+    judge = post.entries[post.ids.index("reward_judge")].args[0]
+    first = post.entries[post.ids.index("reward")].args[0]
+    assert (judge.dataset_train_split, first.dataset_train_split) == ("test", "train")
+    assert judge.dataset_name == first.dataset_name and gates.judge_model.endswith("/reward_judge")
+    assert gates.win_rates == ["dpo vs sft", "sft_chosen vs sft"]

@@ -58,6 +58,19 @@ def test_lm_eval_loads_the_stage_directory(tiny_run):
     assert ll < 0
 
 
+def test_lm_eval_generation_keeps_the_tasks_length(tiny_run):
+    """lm-eval asks generate() for `max_length` = context + the task's max_gen_toks; a max_new_tokens
+    saved in the stage's generation_config would override that (every reply ran to 128 tokens)."""
+    import torch
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=str(tiny_run / "pretrain"), batch_size=2, device="cpu")
+    context = lm.tok_encode("The value of")
+    out = lm._model_generate(torch.tensor([context]), max_length=len(context) + 3, stop=["never in a reply"],
+                             do_sample=False, min_new_tokens=3)
+    assert out.shape[1] == len(context) + 3
+
+
 def test_rerun_skips_unchanged_stages(tiny_run):
     assert run_pipeline(TINY, run_dir=tiny_run) == {s: "skipped" for s in ("data", "tokenizer", "pretrain", "eval")}
     assert run_pipeline(TINY, run_dir=tiny_run, start_from="pretrain") == {"pretrain": "skipped", "eval": "skipped"}

@@ -78,3 +78,26 @@ def test_task_eval_scores_overlap_and_failing_gate(tiny_dir, tmp_path):
                              train_datasets=[str(leaked)], output_dir=str(tmp_path / "task_eval2"))
     with pytest.raises(CheckFailed, match="7 held-out prompts appear in a training dataset"):
         run_task_eval_stage(args, context=context(tmp_path))
+
+
+def test_win_rates_by_hand_with_the_verifier_as_judge():
+    """100 held-out problems: a right on the first 30, b on the first 10. a wins 20, the other 80 tie:
+    raw win-rate (20 + 80 / 2) / 100 = 60 %, equal to the verifier's own; the judge (here the verifier)
+    agrees with the verifier on all 20 pairs where exactly one reply is right."""
+    from hfllm.alignment.task_eval import judge_win_rates
+    from hfllm.alignment.tasks import distinct_problems
+
+    problems = distinct_problems(["addition"], 100, 0, "test")
+    prompts = [p.prompt for p in problems]
+    replies = {"a": [p.solution if i < 30 else "no idea" for i, p in enumerate(problems)],
+               "b": [p.solution if i < 10 else "no idea" for i, p in enumerate(problems)]}
+    outcomes = {m: [i < (30 if m == "a" else 10) for i in range(100)] for m in replies}
+    args = TaskEvalArguments(models=["a", "b"], tasks=["addition"], win_rates=["a vs b"], judge="verifier")
+    (judged,) = judge_win_rates(args, prompts, outcomes, replies).values()
+    assert judged["win_rate"] == pytest.approx(60.0) and judged["verifier_win_rate"] == pytest.approx(60.0)
+    assert judged["verifier_agreement"] == {"agreement": 1.0, "pairs": 20}
+    assert judged["win_rate_ci"][0] < 60.0 < judged["win_rate_ci"][1] and judged["judge"] == "verifier"
+    with pytest.raises(ValueError, match="need a judge"):
+        TaskEvalArguments(models=["a"], win_rates=["a vs b"])
+    with pytest.raises(ValueError, match="not 'a vs b'"):
+        TaskEvalArguments(models=["a"], win_rates=["a beats b"], judge="verifier")

@@ -13,6 +13,14 @@ Gates (any failing → `CheckFailed` with the numbers; `scores.json` is written 
 - `require_plateau_within: 0.02`: the SFT model's accuracy within that of its checkpoint at two
   thirds of its steps (SFT trained to its plateau, so later stages cannot win by its being cut short);
 - `require_reward_accuracy: 0.75`: the reward model's pairwise accuracy on held-out pairs.
+
+Win-rates, AlpacaEval-style (`win_rates: ["dpo vs sft"]`): the same replies judged pairwise through
+`hfllm.judge` in both orders by a judge that was not optimised against — offline a second reward
+model (`judge_model`, trained on preference pairs disjoint from the reward model's), for real runs
+an LLM judge (`judge: llm:<dir>` or `openai:<model>`) — raw and length-controlled
+(`hfllm.evaluation.winrate`) with bootstrap intervals, beside the judge's agreement with the
+verifier on the prompts where exactly one of the two replies is right, and the verifier's own
+win-rate (1 right against 0 wrong, ties half): how far the judge's win-rate is from ground truth.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from hfllm.report import StageContext
 
 SCORES = "scores.json"
 _GATE = re.compile(r"^\s*([\w.-]+)\s*>\s*([\w.-]+)\s*(?:\+\s*([0-9.]+))?\s*$")
+_PAIR = re.compile(r"^\s*([\w.-]+)\s+vs\s+([\w.-]+)\s*$")
 
 
 @dataclass
@@ -61,9 +70,21 @@ class TaskEvalArguments:
         default=None, metadata={"help": "Gate: |acc(sft) − acc(sft at 2/3)| ≤ this."})
     require_reward_accuracy: float | None = field(
         default=None, metadata={"help": "Gate: reward model's held-out accuracy ≥ this."})
+    win_rates: list[str] = field(
+        default_factory=list, metadata={"help": "Pairs 'a vs b' of entry ids: a's win-rate over b by the judge."})
+    judge_model: str | None = field(
+        default=None, metadata={"help": "A reward model dir judging the win-rates (not the one optimised against)."})
+    judge: str | None = field(
+        default=None, metadata={"help": "Or a judge spec: llm:<model dir>, openai:<model> (hfllm.judge)."})
+    judge_api_base: str | None = field(default=None, metadata={"help": "Endpoint for an openai: judge."})
     output_dir: str = field(default="task_eval", metadata={"help": "Where scores.json and replies go."})
 
     def __post_init__(self):
+        for pair in self.win_rates:
+            if not _PAIR.match(pair):
+                raise ValueError(f"win_rates: {pair!r} is not 'a vs b'")
+        if self.win_rates and not (self.judge or self.judge_model):
+            raise ValueError("win_rates need a judge: judge_model (a reward model dir) or judge (llm:…, openai:…)")
         for gate in self.require_better:
             if not _GATE.match(gate):
                 raise ValueError(f"require_better: {gate!r} is not 'a > b' or 'a > b + margin'")
@@ -147,12 +168,14 @@ def run_task_eval_stage(args: TaskEvalArguments, *, context: StageContext) -> di
     overlap = sum(p in seen for p in prompts)
 
     outcomes: dict[str, list[bool]] = {}
+    all_replies: dict[str, list[str]] = {}
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "replies.jsonl").open("w") as log:
         for model_dir in args.models:
             correct, replies = score_model(model_dir, prompts, args.tasks, args)
             outcomes[entry_id(model_dir)] = correct
+            all_replies[entry_id(model_dir)] = replies
             for p, r, c in zip(prompts, replies, correct):
                 log.write(json.dumps({"model": entry_id(model_dir), "prompt": p, "reply": r, "correct": c}) + "\n")
     plateau: dict[str, Any] | None = None
@@ -185,13 +208,15 @@ def run_task_eval_stage(args: TaskEvalArguments, *, context: StageContext) -> di
         model = AutoModelForSequenceClassification.from_pretrained(args.reward_model)
         pairs = load_split(args.reward_pairs, "test")
         reward = pairwise_accuracy(*pairwise_scores(model, tokenizer, pairs))
+    judged = judge_win_rates(args, prompts, outcomes, all_replies)
     report = {"scores": scores, "differences": differences, "plateau": plateau, "reward_model": reward,
-              "heldout_training_overlap": overlap, "prompts": len(prompts)}
+              "heldout_training_overlap": overlap, "prompts": len(prompts), "win_rates": judged}
     (out_dir / "results.json").write_text(json.dumps(report, indent=1))
 
     failures = gate_failures(args, scores, outcomes, plateau, reward, overlap)
     if context.is_main_process:
         write_section(context, args, scores, differences, plateau, reward, overlap, failures)
+        write_win_rates(context.section, judged)
     metrics: dict[str, Any] = {f"accuracy/{k}": v["accuracy"] for k, v in scores.items()}
     metrics.update({f"difference/{k}": v["difference"] for k, v in differences.items()})
     metrics.update({"heldout_training_overlap": overlap, "prompts": len(prompts)})
@@ -199,9 +224,76 @@ def run_task_eval_stage(args: TaskEvalArguments, *, context: StageContext) -> di
         metrics["sft_plateau_change"] = plateau["change"]
     if reward:
         metrics["reward_heldout_accuracy"] = reward["accuracy"]
+    for pair, w in judged.items():
+        metrics.update({f"win_rate/{pair}": w["win_rate"], f"lc_win_rate/{pair}": w["lc_win_rate"]})
     if failures:
         raise CheckFailed("; ".join(failures), where=str(out_dir / "results.json"))
     return metrics
+
+
+def win_rate_judge(args: TaskEvalArguments):
+    """The win-rates' judge: a reward model dir (its vocabulary checked against the first model's),
+    else the `judge` spec."""
+    from hfllm.judge import build_judge
+
+    if args.judge_model:
+        return build_judge(f"reward_model:{args.judge_model}", field="judge_model",
+                           policy_tokenizer=load_tokenizer(args.models[0], field="models"))
+    return build_judge(args.judge, tasks=args.tasks, api_base=args.judge_api_base)
+
+
+def verifier_agreement(preference: list[float], a_right: list[bool], b_right: list[bool]) -> dict[str, Any]:
+    """On the prompts where exactly one reply is right: the judge's mean preference for that one."""
+    toward_right = [p if ra else 1.0 - p for p, ra, rb in zip(preference, a_right, b_right) if ra != rb]
+    return {"agreement": sum(toward_right) / len(toward_right) if toward_right else float("nan"),
+            "pairs": len(toward_right)}
+
+
+def judge_win_rates(args: TaskEvalArguments, prompts: list[str], outcomes: dict[str, list[bool]],
+                    replies: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+    """Each `a vs b` of `win_rates`: the judge's raw and length-controlled win-rate of a over b on
+    the held-out prompts (lengths in characters), its agreement with the verifier, and the
+    verifier's own win-rate."""
+    if not args.win_rates:
+        return {}
+    from hfllm.evaluation.winrate import win_rates
+
+    judge = win_rate_judge(args)
+    out = {}
+    for pair in args.win_rates:
+        a, b = _PAIR.match(pair).groups()
+        missing = [m for m in (a, b) if m not in replies]
+        if missing:
+            raise ConfigError(f"win_rates {pair!r}: no model entry {missing[0]!r} (evaluated: {', '.join(replies)})",
+                              field="win_rates")
+        preference = judge.compare(prompts, replies[a], replies[b])
+        lengths_a, lengths_b = [len(r) for r in replies[a]], [len(r) for r in replies[b]]
+        rates = win_rates(preference, lengths_a, lengths_b, seed=args.seed).as_dict()
+        truth = [1.0 if ra > rb else 0.0 if rb > ra else 0.5 for ra, rb in zip(outcomes[a], outcomes[b])]
+        out[f"{a} vs {b}"] = {**rates, "judge": judge.name,
+                              "verifier_agreement": verifier_agreement(preference, outcomes[a], outcomes[b]),
+                              "verifier_win_rate": 100.0 * sum(truth) / len(truth)}
+    return out
+
+
+def write_win_rates(section, judged: dict[str, dict[str, Any]]) -> None:
+    if not judged:
+        return
+    judge = next(iter(judged.values()))["judge"]
+    section.text(f"Win-rates by {judge} (each pair judged in both orders; length-controlled: AlpacaEval 2's "
+                 "regression on the length difference, read at equal length; 95 % bootstrap intervals), against "
+                 "the verifier's win-rate on the same replies and the judge's agreement with the verifier where "
+                 "exactly one reply is right.")
+    rows = []
+    for pair, w in judged.items():
+        agree = w["verifier_agreement"]
+        rows.append([pair, f"{w['win_rate']:.1f} ({w['win_rate_ci'][0]:.1f}–{w['win_rate_ci'][1]:.1f})",
+                     f"{w['lc_win_rate']:.1f} ({w['lc_win_rate_ci'][0]:.1f}–{w['lc_win_rate_ci'][1]:.1f})"
+                     + (" (length alone decides)" if w["length_explains_all"] else ""),
+                     f"{w['verifier_win_rate']:.1f}", f"{w['mean_length_a']:.0f} / {w['mean_length_b']:.0f}",
+                     f"{agree['agreement']:.1%} of {agree['pairs']}"])
+    section.table(["pair", "win-rate %", "length-controlled %", "verifier's win-rate %", "mean chars a / b",
+                   "judge agrees with verifier"], rows)
 
 
 def gate_failures(args, scores, outcomes, plateau, reward, overlap) -> list[str]:

@@ -75,6 +75,19 @@ class HarnessRun:
     config: dict[str, Any] = field(default_factory=dict)
 
 
+def task_manager(tasks: list[str], include_path: str | Path | None = None, include_defaults: bool = True):
+    """lm-eval's `TaskManager` over its own tasks and `include_path`; an unknown task name raises
+    `ConfigError` naming it (field `tasks`), before any model is loaded or called."""
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=str(include_path) if include_path else None, include_defaults=include_defaults)
+    unknown = [t for t in tasks if t not in manager.all_tasks]
+    if unknown:
+        raise ConfigError(f"lm-eval knows no task {', '.join(map(repr, unknown))}"
+                          + (f" (include_path {include_path})" if include_path else ""), field="tasks")
+    return manager
+
+
 def run_lm_eval(
     model,
     tokenizer,
@@ -97,13 +110,8 @@ def run_lm_eval(
     An unknown task name raises `ConfigError` naming it, before any model call.
     """
     from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
 
-    manager = TaskManager(include_path=str(include_path) if include_path else None, include_defaults=include_defaults)
-    unknown = [t for t in tasks if t not in manager.all_tasks]
-    if unknown:
-        raise ConfigError(f"lm-eval knows no task {', '.join(map(repr, unknown))}"
-                          + (f" (include_path {include_path})" if include_path else ""), field="tasks")
+    manager = task_manager(tasks, include_path, include_defaults)
     lm = TruncationCountingLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     out = simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=num_fewshot, limit=limit, task_manager=manager,
                           apply_chat_template=chat, fewshot_as_multiturn=chat, log_samples=True,

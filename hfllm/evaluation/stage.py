@@ -1,9 +1,11 @@
-"""The evaluation stage: held-out bits per byte of one or more model directories on the same text,
-against the token-bigram floor, cross-checked with lm-eval's own `bits_per_byte`.
+"""The evaluation stage: every model of the run on the same held-out text (bits per byte, against
+the token-bigram floor, cross-checked with lm-eval's own `bits_per_byte`), on hfllm's MMLU-format
+task scored three ways, on any lm-eval task, and the training text's n-gram overlap with each
+evaluation set — one table across the run's models (`stages.json`).
 
 Why bits per byte: it does not depend on the tokenizer, so models with different vocabularies
-and the bigram baseline compare on it. The lm-eval task it is checked against is written with
-its data into the run's `tasks/` directory, so that the same number comes out of
+and the bigram baseline compare on it. The lm-eval tasks (the held-out text's, hfllm_mmlu's) are
+written with their data into the run's `tasks/` directory, so that the same numbers come out of
 `lm_eval --include_path <run>/tasks` from any directory, for any stage.
 """
 
@@ -11,6 +13,9 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -21,6 +26,16 @@ import torch
 from hfllm.data.loading import check_texts, load_text_dataset
 from hfllm.errors import CheckFailed, DataError
 from hfllm.evaluation.bpb import TextScore, best_bigram, model_max_length, score_texts
+from hfllm.evaluation.contamination import ngram_overlap, overlap_table
+from hfllm.evaluation.harness import HarnessRun, run_lm_eval, task_manager
+from hfllm.evaluation.mmlu import (
+    SCORINGS,
+    TASK_FOLDER,
+    MmluScores,
+    score_mmlu_three_ways,
+    task_texts,
+    write_mmlu_task,
+)
 from hfllm.modeling import check_vocab, load_causal_lm, load_tokenizer
 from hfllm.packing import check_tokenizer_yields_tokens
 from hfllm.precision import PRECISIONS, auto_precision
@@ -29,13 +44,18 @@ from hfllm.report import StageContext
 HELDOUT_TASK = "hfllm_heldout_bpb"
 STAGES_TABLE = "stages.json"  # {model entry: {task: {metric: value, …}}}, one table across the run's models
 TASKS_DIR = "tasks"  # under the run directory
+CHAT_STAGES = ("sft", "dpo", "ppo")  # a model whose manifest names one of these is prompted as a chat model
 
 
 @dataclass
 class EvalArguments:
     model_name_or_path: str = field(metadata={"help": "Model dir (or Hub id) that the bigram floor, the gate and "
                                                       "the lm-eval check apply to."})
-    dataset_name: str = field(metadata={"help": "Dataset with train/test text (the data stage's directory)."})
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Dataset with train/test text (the data stage's directory): held-out bits per byte, the "
+                          "bigram floor and the contamination check need it; without it only lm-eval tasks run."},
+    )
     models: list[str] | None = field(
         default=None,
         metadata={"help": "Every model dir to score on the same held-out text (default: model_name_or_path). The "
@@ -68,10 +88,49 @@ class EvalArguments:
                           "are at least this fraction below the bigram floor's (0.1 = 10 %)."},
     )
     lm_eval_check: bool = field(default=True, metadata={"help": f"Cross-check bpb with lm-eval's {HELDOUT_TASK}."})
+    mmlu: bool = field(
+        default=False,
+        metadata={"help": "Score every model on hfllm's MMLU-format task (tasks_dir/hfllm_mmlu; written there when "
+                          "missing) three ways: answer letter, answer text, generation."},
+    )
+    mmlu_num_fewshot: int = field(default=5, metadata={"help": "Few-shot examples in each MMLU prompt."})
+    mmlu_test_items: int = field(default=100, metadata={"help": "Test items per subject when this stage writes "
+                                                                 "the MMLU task."})
+    tasks: list[str] = field(
+        default_factory=list,
+        metadata={"help": "lm-eval tasks run on every model (e.g. mmlu, hellaswag, arc_easy; or a task under "
+                          "tasks_dir). lm-eval's own mmlu reads cais/mmlu from the Hub."},
+    )
+    num_fewshot: int | None = field(default=None, metadata={"help": "Few-shot examples for `tasks` (None: each "
+                                                                     "task's own)."})
+    limit: int | None = field(default=None, metadata={"help": "At most this many items per lm-eval task (and per "
+                                                               "MMLU subject)."})
+    apply_chat_template: str = field(
+        default="auto",
+        metadata={"help": "Prompt through the tokenizer's chat template: auto (the models whose manifest names a "
+                          f"chat stage: {', '.join(CHAT_STAGES)}), always, never."},
+    )
+    contamination: bool = field(
+        default=False,
+        metadata={"help": "Count the training split's word 13-grams shared with each evaluation set (held-out "
+                          "text, MMLU items) and report them per pair."},
+    )
+    tasks_dir: str | None = field(
+        default=None,
+        metadata={"help": "The run's lm-eval task directory (default: <run>/tasks; a recipe run alone: "
+                          "<output_dir>/tasks)."},
+    )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the Hub."})
     output_dir: str = field(default="hfllm-eval", metadata={"help": "Where results are written."})
 
     def __post_init__(self):  # a ValueError here is the parser's one-line ConfigError, before any stage runs
+        if self.apply_chat_template not in ("auto", "always", "never"):
+            raise ValueError(f"apply_chat_template must be auto, always or never, got {self.apply_chat_template!r}")
+        if self.dataset_name is None:
+            if self.require_below_bigram is not None or self.contamination:
+                raise ValueError("require_below_bigram and contamination need dataset_name (the training and "
+                                 "held-out text)")
+            self.bigram_baseline = self.lm_eval_check = False
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.require_below_bigram is not None and not self.bigram_baseline:
@@ -162,55 +221,202 @@ def bigram_floor(args: EvalArguments, tokenizer, texts: list[str]) -> tuple[floa
     return k, score, fit_bytes
 
 
+class PartTimer:
+    """Seconds spent per part of the stage, for the report's share-of-time line."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
+@dataclass
+class ModelResults:
+    """One model's scores: held-out text, the MMLU task three ways, other lm-eval tasks."""
+
+    path: str
+    chat: bool
+    heldout: TextScore | None = None
+    mmlu: MmluScores | None = None
+    harness: HarnessRun | None = None
+
+
+def model_entries(args: EvalArguments) -> dict[str, str]:
+    """`{entry: model dir}`: `model_name_or_path` first, then the other `models`; an entry is its
+    directory's name, which in a run is the pipeline entry's id (with its parent's name where two
+    directories share one, as `hfllm eval runA/sft runB/sft` gives)."""
+    paths = [args.model_name_or_path] + [m for m in args.models or []
+                                         if Path(m).resolve() != Path(args.model_name_or_path).resolve()]
+    names = [Path(p).name for p in paths]
+    return {(n if names.count(n) == 1 else f"{Path(p).parent.name}/{n}"): p for n, p in zip(names, paths)}
+
+
+def is_chat_model(path: str, setting: str) -> bool:
+    """`apply_chat_template`: always, never, or (auto) whether the model's manifest names a chat stage."""
+    if setting != "auto":
+        return setting == "always"
+    try:
+        return json.loads((Path(path) / "manifest.json").read_text()).get("stage") in CHAT_STAGES
+    except (OSError, ValueError):
+        return False
+
+
+def mmlu_task_dir(tasks_dir: Path, args: EvalArguments, section) -> Path:
+    """The run's MMLU-format task: the copy under `tasks_dir` when there is one (every evaluation
+    reads the same items), else written there now (seeded, deterministic)."""
+    if not (tasks_dir / TASK_FOLDER / "task.json").exists():
+        write_mmlu_task(tasks_dir, n_test=args.mmlu_test_items)
+        section.text(f"The MMLU-format task was written by this stage ({tasks_dir / TASK_FOLDER}).")
+    return tasks_dir
+
+
+def evaluate_model(path: str, args: EvalArguments, texts: list[str] | None, tasks_dir: Path, samples: Path,
+                   device, dtype, timer: PartTimer) -> tuple[ModelResults, Any, Any]:
+    """Load one model once and run each evaluation on it (lm-eval's results and per-item samples
+    under `samples`); return its results, the model and its tokenizer."""
+    model, tokenizer = load_model(path, args, device, dtype, texts)
+    results = ModelResults(path, is_chat_model(path, args.apply_chat_template))
+    if texts:
+        with timer.part("held-out bits per byte"):
+            results.heldout = score_texts(model, tokenizer, texts, batch_size=args.per_device_eval_batch_size)
+    if args.mmlu:
+        with timer.part("MMLU three ways"):
+            results.mmlu = score_mmlu_three_ways(
+                model, tokenizer, tasks_dir, num_fewshot=args.mmlu_num_fewshot, chat=results.chat, limit=args.limit,
+                batch_size=args.per_device_eval_batch_size, samples_dir=samples / "mmlu")
+    if args.tasks:
+        with timer.part("lm-eval tasks"):
+            results.harness = run_lm_eval(
+                model, tokenizer, list(args.tasks), include_path=tasks_dir, num_fewshot=args.num_fewshot,
+                chat=results.chat, limit=args.limit, batch_size=args.per_device_eval_batch_size,
+                samples_dir=samples / "tasks")
+    return results, model, tokenizer
+
+
 def run_eval_stage(args: EvalArguments, *, context: StageContext) -> dict[str, Any]:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    timer = PartTimer()
     device, dtype = evaluation_device_and_dtype(args.precision)
-    texts = load_heldout_texts(args)
-    model, tokenizer = load_model(args.model_name_or_path, args, device, dtype, texts)
-    score = score_texts(model, tokenizer, texts, batch_size=args.per_device_eval_batch_size)
-    metrics: dict[str, Any] = {
-        "heldout_docs": len(texts),
-        "heldout_bytes": score.bytes,
-        "heldout_tokens": score.tokens,
-        "bits_per_byte": score.bits_per_byte,
-        "perplexity": score.perplexity,
-        "context_length": model_max_length(model, tokenizer),
-        "device": device.type,
-        "dtype": str(dtype).removeprefix("torch."),
-    }
-    scores = score_models(args, texts, device, dtype, primary=score)
-    rows = [[entry, s.bits_per_byte, s.perplexity] for entry, s in scores.items()]
-    metrics["models"] = {entry: s.bits_per_byte for entry, s in scores.items()}
+    tasks_dir = Path(args.tasks_dir) if args.tasks_dir else context.run_dir / TASKS_DIR
+    tasks_dir.mkdir(parents=True, exist_ok=True)
+    with timer.part("held-out bits per byte"):
+        texts = load_heldout_texts(args) if args.dataset_name else None
+    if texts:  # always written: `lm_eval --include_path <run>/tasks` gives this number for any stage's model
+        heldout_dir = write_heldout_task(texts, context.run_dir / TASKS_DIR)  # the run's own, not tasks_dir
+    if args.tasks:  # a misspelt task fails here, not after the first model's evaluations
+        with timer.part("lm-eval tasks"):
+            task_manager(list(args.tasks), tasks_dir)
+    if args.mmlu:
+        with timer.part("MMLU three ways"):
+            mmlu_task_dir(tasks_dir, args, context.section)
+    results: dict[str, ModelResults] = {}
+    entries = model_entries(args)
+    for entry, path in entries.items():
+        results[entry], model, tokenizer = evaluate_model(path, args, texts, tasks_dir, out / "lm_eval" / entry,
+                                                          device, dtype, timer)
+        if entry == next(iter(entries)):  # model_name_or_path: the floor, the gate and lm-eval's check use it
+            primary = (model, tokenizer)
+    model, tokenizer = primary
+    first = results[next(iter(entries))]
+    metrics: dict[str, Any] = {"device": device.type, "dtype": str(dtype).removeprefix("torch.")}
+    rows = []
+    if texts:
+        score = first.heldout
+        metrics.update(heldout_docs=len(texts), heldout_bytes=score.bytes, heldout_tokens=score.tokens,
+                       bits_per_byte=score.bits_per_byte, perplexity=score.perplexity,
+                       context_length=model_max_length(model, tokenizer),
+                       models={entry: r.heldout.bits_per_byte for entry, r in results.items()})
+        rows = [[entry, r.heldout.bits_per_byte, "—" if r.chat else r.heldout.perplexity]
+                for entry, r in results.items()]
     if args.bigram_baseline:
-        k, bigram, fit_bytes = bigram_floor(args, tokenizer, texts)
+        with timer.part("bigram floor"):
+            k, bigram, fit_bytes = bigram_floor(args, tokenizer, texts)
         metrics.update(bigram_bits_per_byte=bigram.bits_per_byte, bigram_k=k, bigram_train_bytes=fit_bytes,
                        bpb_vs_bigram=score.bits_per_byte / bigram.bits_per_byte - 1)
         rows.append([f"token bigram, add-{k:g}", bigram.bits_per_byte, bigram.perplexity])
-    # always written: `lm_eval --include_path <run>/tasks` gives this number for any stage's model
-    tasks_dir = write_heldout_task(texts, context.run_dir / TASKS_DIR)
     if args.lm_eval_check:
-        lm_bpb = lm_eval_bits_per_byte(model, tokenizer, tasks_dir, args.per_device_eval_batch_size)
+        with timer.part("lm-eval bits-per-byte check"):
+            lm_bpb = lm_eval_bits_per_byte(model, tokenizer, heldout_dir, args.per_device_eval_batch_size)
         metrics.update(lm_eval_bits_per_byte=lm_bpb, lm_eval_abs_diff=abs(lm_bpb - score.bits_per_byte))
+    if args.mmlu:
+        metrics["mmlu"] = {entry: r.mmlu.to_json() for entry, r in results.items()}
+    if args.tasks:
+        metrics["lm_eval_truncated_docs"] = {entry: r.harness.truncated_docs for entry, r in results.items()}
+    overlaps = []
+    if args.contamination:
+        with timer.part("contamination"):
+            overlaps = contamination(args, texts, tasks_dir if args.mmlu else None)
+        metrics["contamination"] = [{"train": o.train, "eval": o.eval, "n": o.n, "items": o.eval_items,
+                                     "contaminated_items": o.contaminated_items, "shared_ngrams": o.shared_ngrams}
+                                    for o in overlaps]
+    metrics["seconds"] = {part: round(t, 2) for part, t in timer.seconds.items()}
     (out / "results.json").write_text(json.dumps(metrics, indent=1))
-    table = stage_table(scores, args.task_scores)
+    table = stage_table(results, args.task_scores, args.tasks)
     (out / STAGES_TABLE).write_text(json.dumps(table, indent=1))
-    check_bigram_margin(metrics, args.require_below_bigram, out / "results.json")
-    describe(context.section, args, metrics, rows)
-    if args.task_scores:
-        context.section.table(["model", "bits per byte", "task accuracy (task_eval)"],
-                              [[entry, t.get(HELDOUT_TASK, {}).get("bits_per_byte", "—"),
-                                f"{t['task_eval']['accuracy']:.1%} ± {t['task_eval']['stderr']:.1%}"
-                                if "task_eval" in t else "—"] for entry, t in table.items()])
+    if texts:
+        check_bigram_margin(metrics, args.require_below_bigram, out / "results.json")
+    describe(context.section, args, metrics, rows, results, table, overlaps)
     return metrics
 
 
-def stage_table(scores: dict[str, TextScore], task_scores: str | None) -> dict[str, dict[str, dict[str, Any]]]:
-    """One table across the run's models: each entry's held-out bits per byte and, from a task_eval
-    stage's `scores.json` (read, not recomputed), its task accuracy with the binomial standard error."""
-    table: dict[str, dict[str, dict[str, Any]]] = {
-        entry: {HELDOUT_TASK: {"bits_per_byte": s.bits_per_byte, "perplexity": s.perplexity}}
-        for entry, s in scores.items()}
+def contamination(args: EvalArguments, texts: list[str], mmlu_dir: Path | None):
+    """Word 13-gram overlap of the training split with each evaluation set, per pair."""
+    train = load_text_dataset(args.dataset_name, args.dataset_train_split, text_field=args.dataset_text_field,
+                              config=args.dataset_config)
+    eval_sets = {"held-out text": texts}
+    if mmlu_dir is not None:
+        eval_sets["hfllm_mmlu test"] = task_texts(mmlu_dir, "test")
+        eval_sets["hfllm_mmlu dev (few-shot)"] = task_texts(mmlu_dir, "dev")
+    return ngram_overlap({f"{Path(args.dataset_name).name} ({args.dataset_train_split})":
+                          train[args.dataset_text_field]}, eval_sets)
+
+
+def harness_metrics(task_results: dict[str, Any]) -> dict[str, Any]:
+    """lm-eval's `{"acc,none": …, "acc_stderr,none": …}` as `{"acc": …, "acc_stderr": …, "stderr": …}`:
+    a metric named with its filter where that is not `none`, `stderr` the first metric's."""
+    values: dict[str, Any] = {}
+    for key, value in task_results.items():
+        if "," not in key or isinstance(value, str):
+            continue  # "alias", and "N/A" stderrs
+        metric, _, filter_name = key.partition(",")
+        values[metric if filter_name == "none" else f"{metric},{filter_name}"] = value
+    first = next((k for k in values if "_stderr" not in k), None)
+    stderr_key = first.replace(",", "_stderr,", 1) if first and "," in first else f"{first}_stderr"
+    if first is not None and stderr_key in values:
+        values["stderr"] = values[stderr_key]
+    return values
+
+
+def stage_table(results: dict[str, ModelResults], task_scores: str | None,
+                tasks: list[str] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """One table across the run's models: each entry's held-out bits per byte (perplexity for
+    pretraining-style models only), its MMLU accuracies by each scoring, its lm-eval tasks and, from
+    a task_eval stage's `scores.json` (read, not recomputed), its task accuracy with the binomial
+    standard error."""
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for entry, r in results.items():
+        row = table.setdefault(entry, {})
+        if r.heldout is not None:
+            row[HELDOUT_TASK] = {"bits_per_byte": r.heldout.bits_per_byte}
+            if not r.chat:
+                row[HELDOUT_TASK]["perplexity"] = r.heldout.perplexity
+        if r.mmlu is not None:
+            for scoring, group in SCORINGS.items():
+                if scoring in r.mmlu.scorings:
+                    sc = r.mmlu.scorings[scoring]
+                    row[group] = {"accuracy": sc.accuracy, "stderr": sc.stderr, "n": sc.n,
+                                  "truncated_items": sc.truncated_items}
+        if r.harness is not None:
+            for task in tasks or []:
+                if task in r.harness.results:  # beside hfllm's own numbers for the task, if any
+                    row[task] = {**row.get(task, {}), **harness_metrics(r.harness.results[task])}
     if task_scores:
         path = Path(task_scores) / "scores.json"
         try:
@@ -226,27 +432,17 @@ def stage_table(scores: dict[str, TextScore], task_scores: str | None) -> dict[s
     return table
 
 
-def score_models(args: EvalArguments, texts: list[str], device, dtype, primary: TextScore) -> dict[str, TextScore]:
-    """Every model of `models` (else just `model_name_or_path`) on the same text, `{entry: score}`;
-    an entry is its directory's name, which in a run is the pipeline entry's id."""
-    scores = {}
-    for name in args.models or [args.model_name_or_path]:
-        if Path(name).resolve() == Path(args.model_name_or_path).resolve():
-            scores[Path(name).name] = primary
-            continue
-        model, tokenizer = load_model(name, args, device, dtype, texts)
-        scores[Path(name).name] = score_texts(model, tokenizer, texts, batch_size=args.per_device_eval_batch_size)
-    return scores
-
-
-def describe(section, args: EvalArguments, metrics: dict[str, Any], rows: list[list[Any]]) -> None:
-    section.text(
-        f"Held-out text: {metrics['heldout_docs']} documents, {metrics['heldout_bytes']:,} bytes, scored on "
-        f"{metrics['device']} in {metrics['dtype']}. Bits per byte = total NLL in bits / UTF-8 bytes "
-        "(tokenizer-independent); perplexity = exp(mean token NLL in nats), token-level, so comparable only "
-        "between models that share a tokenizer."
-    )
-    section.table(["model", "bits per byte", "perplexity"], rows)
+def describe(section, args: EvalArguments, metrics: dict[str, Any], rows: list[list[Any]],
+             results: dict[str, ModelResults], table: dict[str, dict[str, dict[str, Any]]], overlaps) -> None:
+    if rows:
+        section.text(
+            f"Held-out text: {metrics['heldout_docs']} documents, {metrics['heldout_bytes']:,} bytes, scored on "
+            f"{metrics['device']} in {metrics['dtype']}. Bits per byte = total NLL in bits / UTF-8 bytes "
+            "(tokenizer-independent); perplexity = exp(mean token NLL in nats), token-level, so comparable only "
+            "between models that share a tokenizer, and shown for pretraining-style models only (a chat model's "
+            "perplexity on web text says little about its replies)."
+        )
+        section.table(["model", "bits per byte", "perplexity"], rows)
     if args.bigram_baseline:
         rel = metrics["bpb_vs_bigram"]
         gate = "" if args.require_below_bigram is None else f" (at least {args.require_below_bigram:.0%} required)"
@@ -255,3 +451,54 @@ def describe(section, args: EvalArguments, metrics: dict[str, Any], rows: list[l
     if args.lm_eval_check:
         section.text(f"lm-eval `{HELDOUT_TASK}` bits_per_byte: {metrics['lm_eval_bits_per_byte']:.5f} "
                      f"(|Δ| = {metrics['lm_eval_abs_diff']:.1e}).")
+    if args.mmlu:
+        describe_mmlu(section, args, results)
+    if args.tasks or args.task_scores:
+        describe_tasks(section, args, table)
+    if overlaps:
+        section.text("Contamination: word 13-grams (lower-cased) of each evaluation set found in the training text; "
+                     "an item counts when it shares at least one.")
+        section.table(*overlap_table(overlaps))
+    total = sum(metrics["seconds"].values())
+    section.text("Time by part: " + ", ".join(f"{part} {t:.0f} s ({t / total:.0%})"
+                                               for part, t in metrics["seconds"].items()) + ".")
+
+
+def describe_mmlu(section, args: EvalArguments, results: dict[str, ModelResults]) -> None:
+    """The three scorings side by side per model, with how often they pick different answers."""
+    section.text(
+        f"hfllm's MMLU-format task ({args.mmlu_num_fewshot}-shot), the same items scored three ways: the "
+        "log-likelihood of the answer letter (MMLU's own and lm-eval's `mmlu`), of the answer's full text "
+        "(the older harness's), and greedy generation with the first letter taken (HELM's). Chance is 25 %; "
+        "'truncated' counts items whose prompt was cut on the left to fit the context.")
+    rows = []
+    for entry, r in results.items():
+        sc = r.mmlu.scorings
+        rows.append([entry + (" (chat)" if r.chat else "")]
+                    + [f"{sc[k].accuracy:.1%} ± {sc[k].stderr or 0:.1%}" for k in SCORINGS]
+                    + [f"{r.mmlu.disagreement[pair]:.0%}" for pair in r.mmlu.disagreement]
+                    + [max(s.truncated_items for s in sc.values()), sc["generation"].invalid])
+    pairs = list(next(iter(results.values())).mmlu.disagreement)
+    section.table(["model", "letter", "text", "generation"] + [f"{p} differ" for p in pairs]
+                  + ["truncated", "no letter"], rows)
+    spread = [max(s.accuracy for s in r.mmlu.scorings.values()) - min(s.accuracy for s in r.mmlu.scorings.values())
+              for r in results.values()]
+    section.text(f"The scorings' accuracies differ by up to {max(spread) * 100:.1f} percentage points on the same "
+                 "items and model.")
+
+
+def describe_tasks(section, args: EvalArguments, table: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """lm-eval tasks and task_eval's accuracy across the run's models (first metric of each task)."""
+    columns = list(args.tasks) + (["task_eval"] if args.task_scores else [])
+    rows = []
+    for entry, row in table.items():
+        cells = []
+        for task in columns:
+            values = row.get(task)
+            if not values:
+                cells.append("—")
+                continue
+            metric = next(k for k in values if "stderr" not in k)
+            cells.append(f"{values[metric]:.3f} ± {values.get('stderr') or 0:.3f} ({metric})")
+        rows.append([entry] + cells)
+    section.table(["model"] + columns, rows)
