@@ -52,4 +52,9 @@ def test_the_demo_post_training_chain_continues_the_demo_run(tmp_path):
     first = post.entries[post.ids.index("reward")].args[0]
     assert (judge.dataset_train_split, first.dataset_train_split) == ("test", "train")
     assert judge.dataset_name == first.dataset_name and gates.judge_model.endswith("/reward_judge")
+    assert gates.reward_model.endswith("/reward")  # the gate measures the reward model, not the judge
     assert gates.win_rates == ["dpo vs sft", "sft_chosen vs sft"]
+    # the table across stages: every model on the MMLU-format task, task_eval's accuracies joined
+    table = post.entries[post.ids.index("eval_post")].args[0]
+    assert [m.split("/")[-1] for m in table.models] == ["pretrain", "sft", "dpo", "sft_chosen"]
+    assert table.mmlu and table.task_scores.endswith("/task_eval")

@@ -256,8 +256,11 @@ def judge_win_rates(args: TaskEvalArguments, prompts: list[str], outcomes: dict[
     verifier's own win-rate."""
     if not args.win_rates:
         return {}
-    from hfllm.evaluation.winrate import win_rates
+    import evaluate
 
+    from hfllm.evaluation.metrics import metric_path
+
+    lc_win_rate = evaluate.load(metric_path("lc_win_rate"))  # the module users load, not a copy of its maths
     judge = win_rate_judge(args)
     out = {}
     for pair in args.win_rates:
@@ -268,7 +271,11 @@ def judge_win_rates(args: TaskEvalArguments, prompts: list[str], outcomes: dict[
                               field="win_rates")
         preference = judge.compare(prompts, replies[a], replies[b])
         lengths_a, lengths_b = [len(r) for r in replies[a]], [len(r) for r in replies[b]]
-        rates = win_rates(preference, lengths_a, lengths_b, seed=args.seed).as_dict()
+        m = lc_win_rate.compute(preferences=preference, lengths_a=lengths_a, lengths_b=lengths_b, seed=args.seed)
+        rates = {"n": m["n"], "length_coef": m["length_coef"], "length_explains_all": m["length_explains_all"],
+                 "mean_length_a": sum(lengths_a) / len(lengths_a), "mean_length_b": sum(lengths_b) / len(lengths_b)}
+        for rate in ("win_rate", "lc_win_rate"):
+            rates[rate], rates[f"{rate}_ci"] = m[rate], (m[f"{rate}_ci_low"], m[f"{rate}_ci_high"])
         truth = [1.0 if ra > rb else 0.0 if rb > ra else 0.5 for ra, rb in zip(outcomes[a], outcomes[b])]
         out[f"{a} vs {b}"] = {**rates, "judge": judge.name,
                               "verifier_agreement": verifier_agreement(preference, outcomes[a], outcomes[b]),

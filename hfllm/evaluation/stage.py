@@ -25,7 +25,7 @@ import torch
 
 from hfllm.data.loading import check_texts, load_text_dataset
 from hfllm.errors import CheckFailed, DataError
-from hfllm.evaluation.bpb import TextScore, best_bigram, model_max_length, score_texts
+from hfllm.evaluation.bpb import TextScore, best_bigram, model_max_length
 from hfllm.evaluation.contamination import ngram_overlap, overlap_table
 from hfllm.evaluation.harness import HarnessRun, run_lm_eval, task_manager
 from hfllm.evaluation.mmlu import (
@@ -276,6 +276,18 @@ def mmlu_task_dir(tasks_dir: Path, args: EvalArguments, section) -> Path:
     return tasks_dir
 
 
+def heldout_score(model, tokenizer, texts: list[str], batch_size: int) -> TextScore:
+    """Bits per byte through hfllm's `evaluate` module (`metrics/bits_per_byte`, loaded from the
+    package: what a user loads is what the stage reports)."""
+    import evaluate
+
+    from hfllm.evaluation.metrics import metric_path
+
+    out = evaluate.load(metric_path("bits_per_byte")).compute(predictions=texts, model=model, tokenizer=tokenizer,
+                                                              batch_size=batch_size)
+    return TextScore(nll_nats=out["nll_nats"], tokens=out["tokens"], bytes=out["bytes"])
+
+
 def evaluate_model(path: str, args: EvalArguments, texts: list[str] | None, tasks_dir: Path, samples: Path,
                    device, dtype, timer: PartTimer) -> tuple[ModelResults, Any, Any]:
     """Load one model once and run each evaluation on it (lm-eval's results and per-item samples
@@ -284,7 +296,7 @@ def evaluate_model(path: str, args: EvalArguments, texts: list[str] | None, task
     results = ModelResults(path, is_chat_model(path, args.apply_chat_template))
     if texts:
         with timer.part("held-out bits per byte"):
-            results.heldout = score_texts(model, tokenizer, texts, batch_size=args.per_device_eval_batch_size)
+            results.heldout = heldout_score(model, tokenizer, texts, args.per_device_eval_batch_size)
     if args.mmlu:
         with timer.part("MMLU three ways"):
             results.mmlu = score_mmlu_three_ways(

@@ -6,8 +6,8 @@
     bpb.compute(predictions=texts, model=model, tokenizer=tokenizer)["bits_per_byte"]
 
 Each module is a directory `<name>/<name>.py` (evaluate's layout for a local module) beside this
-file: `bits_per_byte` here; the length-controlled win-rate goes beside it as
-`length_controlled_win_rate/`.
+file: `bits_per_byte` (the evaluation stage scores held-out text through it) and `lc_win_rate`
+(task_eval's win-rates go through it).
 """
 
 from __future__ import annotations
