@@ -191,9 +191,11 @@ def test_a_changed_hyperparameter_does_not_equal_trl(setup, tmp_path):
     spec, tokenizer, root, trl = setup
     scenario = spec["scenarios"][0]
     trl_run = trl["scenarios"][scenario["name"]]
-    mine = run_hfllm(spec, tokenizer, scenario, trl_run, tmp_path / "hfllm", lam=0.9)
+    mine = run_hfllm(spec, tokenizer, scenario, trl_run, tmp_path / "hfllm", lam=0.5)
     diffs = differences(trl_run, root / "trl" / scenario["name"], *mine)
-    assert diffs["loss/policy_avg"] > 100 * TOL and diffs["params/policy"] > 100 * TOL
+    # lam 0.5 against 0.95: in 4 runs the weights ended 5.1e-3 apart, the policy loss 5.0e-3 to 0.11
+    # (with lam 0.9 once only 2.2e-4: how far depends on TRL's mini-batch order, which varies by run)
+    assert diffs["params/policy"] > 100 * TOL and diffs["loss/policy_avg"] > 10 * TOL
 
 
 def test_config_fields_and_defaults_equal_trl(setup):
