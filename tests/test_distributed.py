@@ -2,8 +2,9 @@
 launch --cpu --num_processes 2` would start one process) writes one manifest and one report, a run
 killed mid-way resumes from its checkpoint with both ranks, and 2 processes train as 1 does at the
 same global batch — the same blocks at every step, split between the ranks, and the same loss to
-1e-4 in fp32 — from a map-style dataset and from a stream, across a SIGTERM that only one rank got.
-A stage joins the parity test by adding a harness to `PARITY`."""
+1e-4 in fp32 — from a map-style dataset and from a stream, across a SIGTERM that only one rank got —
+and DPO at the same global batch to the same tolerance. A stage joins the parity test by adding a
+harness to `PARITY`."""
 
 import json
 import os
@@ -150,7 +151,50 @@ class StreamParity(PretrainParity):
     streaming = True
 
 
-PARITY = {"pretrain": PretrainParity, "pretrain_stream": StreamParity}  # dpo: one line
+class DpoParity:
+    """DPO through its recipe on the tiny model: 20 steps of a global batch of 8 pairs (1 × 8 or
+    2 × 4) over 160 pairs — one epoch, so no rank pads its last batch — fp32, reference
+    log-probabilities precomputed, the loss logged at every step (the Trainer's mean over ranks)."""
+
+    steps = 20
+    streaming = False
+    batches = None  # the pairs of a step are the sampler's, not traced
+
+    def __init__(self, tiny_run: Path, folder: Path):
+        from test_reward import preference_dataset
+
+        self.folder = folder
+        self.config = folder / "dpo.yaml"
+        self.config.write_text(f"""
+dataset_name: {preference_dataset(folder / "pairs", n=180)}
+model_name_or_path: {tiny_run / 'pretrain'}
+max_steps: {self.steps}
+logging_steps: 1
+learning_rate: 1.0e-4
+beta: 0.1
+max_length: 64
+precompute_ref_log_probs: true
+gradient_checkpointing: false
+bf16: false
+save_strategy: "no"
+report_to: none
+seed: 11
+""")
+
+    def run(self, out: Path, processes: int, mode: str = "none", step: int = 0, expect_ok: bool = True):
+        args = ["--config", str(self.config), "--output_dir", str(out),
+                "--per_device_train_batch_size", str(8 // processes)]
+        if processes == 1:
+            return one_process(REPO / "recipes" / "dpo.py", *args)
+        return torchrun(REPO / "recipes" / "dpo.py", *args, expect_ok=expect_ok)
+
+    def losses(self, out: Path) -> list[float]:
+        rows = [r for r in json.loads((out / "log_history.json").read_text()) if "loss" in r]
+        assert [r["step"] for r in rows] == list(range(1, self.steps + 1))
+        return [r["loss"] for r in rows]
+
+
+PARITY = {"pretrain": PretrainParity, "pretrain_stream": StreamParity, "dpo": DpoParity}
 
 
 def assert_same_training(one: list[float], two: list[float]) -> None:
@@ -171,9 +215,10 @@ def test_two_processes_train_as_one_at_the_same_global_batch(parity):
     parity.run(out, 2)
     assert json.loads((out / "manifest.json").read_text())["world_size"] == 2
     assert json.loads((parity.single / "manifest.json").read_text())["world_size"] == 1
-    one, two = parity.batches(parity.single, 1), parity.batches(out, 2)
-    assert all(len(b) == 8 for b in one) and all(len(b) == 8 for b in two)
-    assert two == one  # rank 0 trains the first 4 blocks of each batch, rank 1 the last 4: none twice, none skipped
+    if parity.batches is not None:
+        one, two = parity.batches(parity.single, 1), parity.batches(out, 2)
+        assert all(len(b) == 8 for b in one) and all(len(b) == 8 for b in two)
+        assert two == one  # rank 0 trains each batch's first 4 blocks, rank 1 the last 4: none twice, none skipped
     assert_same_training(parity.losses(parity.single), parity.losses(out))
 
 
