@@ -317,46 +317,11 @@ def run_eval_stage(args: EvalArguments, *, context: StageContext) -> dict[str, A
     timer = PartTimer()
     device, dtype = evaluation_device_and_dtype(args.precision)
     tasks_dir = Path(args.tasks_dir) if args.tasks_dir else context.run_dir / TASKS_DIR
-    tasks_dir.mkdir(parents=True, exist_ok=True)
-    with timer.part("held-out bits per byte"):
-        texts = load_heldout_texts(args) if args.dataset_name else None
-    if texts:  # always written: `lm_eval --include_path <run>/tasks` gives this number for any stage's model
-        heldout_dir = write_heldout_task(texts, context.run_dir / TASKS_DIR)  # the run's own, not tasks_dir
-    if args.tasks:  # a misspelt task fails here, not after the first model's evaluations
-        with timer.part("lm-eval tasks"):
-            task_manager(list(args.tasks), tasks_dir)
-    if args.mmlu:
-        with timer.part("MMLU three ways"):
-            mmlu_task_dir(tasks_dir, args, context.section)
-    results: dict[str, ModelResults] = {}
-    entries = model_entries(args)
-    for entry, path in entries.items():
-        results[entry], model, tokenizer = evaluate_model(path, args, texts, tasks_dir, out / "lm_eval" / entry,
-                                                          device, dtype, timer)
-        if entry == next(iter(entries)):  # model_name_or_path: the floor, the gate and lm-eval's check use it
-            primary = (model, tokenizer)
-    model, tokenizer = primary
-    first = results[next(iter(entries))]
+    texts = prepare_tasks(args, context, tasks_dir, timer)
+    results, (model, tokenizer) = evaluate_models(args, texts, tasks_dir, out, device, dtype, timer)
     metrics: dict[str, Any] = {"device": device.type, "dtype": str(dtype).removeprefix("torch.")}
-    rows = []
-    if texts:
-        score = first.heldout
-        metrics.update(heldout_docs=len(texts), heldout_bytes=score.bytes, heldout_tokens=score.tokens,
-                       bits_per_byte=score.bits_per_byte, perplexity=score.perplexity,
-                       context_length=model_max_length(model, tokenizer),
-                       models={entry: r.heldout.bits_per_byte for entry, r in results.items()})
-        rows = [[entry, r.heldout.bits_per_byte, "—" if r.chat else r.heldout.perplexity]
-                for entry, r in results.items()]
-    if args.bigram_baseline:
-        with timer.part("bigram floor"):
-            k, bigram, fit_bytes = bigram_floor(args, tokenizer, texts)
-        metrics.update(bigram_bits_per_byte=bigram.bits_per_byte, bigram_k=k, bigram_train_bytes=fit_bytes,
-                       bpb_vs_bigram=score.bits_per_byte / bigram.bits_per_byte - 1)
-        rows.append([f"token bigram, add-{k:g}", bigram.bits_per_byte, bigram.perplexity])
-    if args.lm_eval_check:
-        with timer.part("lm-eval bits-per-byte check"):
-            lm_bpb = lm_eval_bits_per_byte(model, tokenizer, heldout_dir, args.per_device_eval_batch_size)
-        metrics.update(lm_eval_bits_per_byte=lm_bpb, lm_eval_abs_diff=abs(lm_bpb - score.bits_per_byte))
+    rows = heldout_rows(metrics, results, texts, model, tokenizer)
+    rows += primary_checks(args, metrics, texts, model, tokenizer, context.run_dir / TASKS_DIR, timer)
     if args.mmlu:
         metrics["mmlu"] = {entry: r.mmlu.to_json() for entry, r in results.items()}
     if args.tasks:
@@ -376,6 +341,69 @@ def run_eval_stage(args: EvalArguments, *, context: StageContext) -> dict[str, A
         check_bigram_margin(metrics, args.require_below_bigram, out / "results.json")
     describe(context.section, args, metrics, rows, results, table, overlaps)
     return metrics
+
+
+def prepare_tasks(args: EvalArguments, context: StageContext, tasks_dir: Path, timer: PartTimer) -> list[str] | None:
+    """Before any model loads: the held-out text and the run's copy of its lm-eval task, the task
+    names checked (a misspelt one fails here), the MMLU-format task in place."""
+    tasks_dir.mkdir(parents=True, exist_ok=True)
+    texts = None
+    if args.dataset_name:
+        with timer.part("held-out bits per byte"):
+            texts = load_heldout_texts(args)
+        # always written: `lm_eval --include_path <run>/tasks` gives this number for any stage's model
+        write_heldout_task(texts, context.run_dir / TASKS_DIR)  # the run's own, not tasks_dir
+    if args.tasks:
+        with timer.part("lm-eval tasks"):
+            task_manager(list(args.tasks), tasks_dir)
+    if args.mmlu:
+        with timer.part("MMLU three ways"):
+            mmlu_task_dir(tasks_dir, args, context.section)
+    return texts
+
+
+def evaluate_models(args: EvalArguments, texts: list[str] | None, tasks_dir: Path, out: Path, device, dtype,
+                    timer: PartTimer) -> tuple[dict[str, ModelResults], tuple[Any, Any]]:
+    """Every model's results `{entry: …}`, and `model_name_or_path`'s model and tokenizer (the
+    floor, the gate and lm-eval's check use it)."""
+    results: dict[str, ModelResults] = {}
+    entries = model_entries(args)
+    for entry, path in entries.items():
+        results[entry], model, tokenizer = evaluate_model(path, args, texts, tasks_dir, out / "lm_eval" / entry,
+                                                          device, dtype, timer)
+        if entry == next(iter(entries)):
+            primary = (model, tokenizer)
+    return results, primary
+
+
+def heldout_rows(metrics: dict[str, Any], results: dict[str, ModelResults], texts: list[str] | None,
+                 model, tokenizer) -> list[list[Any]]:
+    """The first model's held-out numbers into `metrics`; a report row per model."""
+    if not texts:
+        return []
+    score = next(iter(results.values())).heldout
+    metrics.update(heldout_docs=len(texts), heldout_bytes=score.bytes, heldout_tokens=score.tokens,
+                   bits_per_byte=score.bits_per_byte, perplexity=score.perplexity,
+                   context_length=model_max_length(model, tokenizer),
+                   models={entry: r.heldout.bits_per_byte for entry, r in results.items()})
+    return [[entry, r.heldout.bits_per_byte, "—" if r.chat else r.heldout.perplexity] for entry, r in results.items()]
+
+
+def primary_checks(args: EvalArguments, metrics: dict[str, Any], texts: list[str] | None, model, tokenizer,
+                   heldout_dir: Path, timer: PartTimer) -> list[list[Any]]:
+    """For the first model only: the bigram floor (a report row) and lm-eval's own bits per byte."""
+    rows = []
+    if args.bigram_baseline:
+        with timer.part("bigram floor"):
+            k, bigram, fit_bytes = bigram_floor(args, tokenizer, texts)
+        metrics.update(bigram_bits_per_byte=bigram.bits_per_byte, bigram_k=k, bigram_train_bytes=fit_bytes,
+                       bpb_vs_bigram=metrics["bits_per_byte"] / bigram.bits_per_byte - 1)
+        rows.append([f"token bigram, add-{k:g}", bigram.bits_per_byte, bigram.perplexity])
+    if args.lm_eval_check:
+        with timer.part("lm-eval bits-per-byte check"):
+            lm_bpb = lm_eval_bits_per_byte(model, tokenizer, heldout_dir, args.per_device_eval_batch_size)
+        metrics.update(lm_eval_bits_per_byte=lm_bpb, lm_eval_abs_diff=abs(lm_bpb - metrics["bits_per_byte"]))
+    return rows
 
 
 def contamination(args: EvalArguments, texts: list[str], mmlu_dir: Path | None):
