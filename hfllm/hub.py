@@ -190,6 +190,10 @@ def _same_stage(path: Any, stage_dir: Path) -> bool:
         p.name == stage_dir.resolve().name and p.parent.name == stage_dir.resolve().parent.name)
 
 
+# Counts and interval ends that stages.json keeps beside a task's metrics: not metrics of the model.
+NOT_METRICS = ("n", "truncated_items", "ci_low", "ci_high")
+
+
 def _metric_name(key: str) -> str:
     return key.split(",")[0]  # lm-eval's "acc,none" → "acc"
 
@@ -222,12 +226,13 @@ def evaluation_results(stage_dir: Path) -> list[dict[str, Any]]:
             for task, metrics in stages[entry].items():
                 if not isinstance(metrics, dict):
                     continue
-                for key, value in metrics.items():
-                    if "stderr" in key or not isinstance(value, (int, float)) or isinstance(value, bool):
-                        continue
+                values = {k: v for k, v in metrics.items() if "stderr" not in k and k not in NOT_METRICS
+                          and isinstance(v, (int, float)) and not isinstance(v, bool)}
+                for key, value in values.items():
                     name = _metric_name(key)
+                    # a metric's own stderr; the bare "stderr" is the first metric's (stages.json's rule)
                     err = metrics.get(f"{name}_stderr,{key.split(',', 1)[1]}" if "," in key else f"{name}_stderr",
-                                      metrics.get("stderr"))
+                                      metrics.get("stderr") if key == next(iter(values)) else None)
                     rows.append({"task": task, "dataset": task, "dataset_type": task, "split": None,
                                  "metric": name, "metric_name": name, "value": float(value),
                                  "uncertainty": f"± {err:.4g} (stderr)" if isinstance(err, (int, float)) else None,

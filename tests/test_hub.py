@@ -63,7 +63,8 @@ def mini_run(tmp_path_factory) -> Path:
     # What the evaluation (issue 13) and task-evaluation (issue 12) entries write, in their formats:
     # {model entry: {task: {metric: value, "stderr": …}}} and {model entry: {"accuracy", "ci_low", "ci_high", "n"}}.
     (run_dir / "eval" / "stages.json").write_text(json.dumps(
-        {"pretrain": {"hfllm_mmlu": {"acc,none": 0.3125, "acc_stderr,none": 0.041}}}))
+        {"pretrain": {"hfllm_mmlu": {"accuracy": 0.3125, "stderr": 0.041, "n": 150, "truncated_items": 22},
+                      "hellaswag": {"acc": 0.29, "acc_stderr": 0.012, "acc_norm": 0.31, "stderr": 0.012}}}))
     (run_dir / "task_eval").mkdir()
     (run_dir / "task_eval" / "scores.json").write_text(json.dumps(
         {"pretrain": {"accuracy": 0.04, "ci_low": 0.02, "ci_high": 0.065, "n": 300}}))
@@ -110,12 +111,15 @@ def test_model_card_from_the_manifest_and_the_runs_evaluations(mini_run):
     card, _, _ = build_card(mini_run / "pretrain", f"{USER}/mini", revision="pretrain")
     card = ModelCard(str(card))  # what the Hub will parse back
     results = json.loads((mini_run / "eval" / "results.json").read_text())
-    got = {r.metric_type: r for r in card.data.eval_results}
-    assert got["bits_per_byte"].metric_value == pytest.approx(results["bits_per_byte"])
-    assert got["bits_per_byte"].dataset_split == "test"
-    assert got["perplexity"].metric_value == pytest.approx(results["perplexity"])
-    assert (got["acc"].dataset_type, got["acc"].metric_value) == ("hfllm_mmlu", 0.3125)
-    assert got["accuracy"].metric_value == 0.04
+    got = {(r.dataset_type, r.metric_type): r for r in card.data.eval_results}
+    heldout = next(r for (_, metric), r in got.items() if metric == "bits_per_byte")
+    assert heldout.metric_value == pytest.approx(results["bits_per_byte"]) and heldout.dataset_split == "test"
+    perplexity = next(r for (_, metric), r in got.items() if metric == "perplexity")
+    assert perplexity.metric_value == pytest.approx(results["perplexity"])
+    assert got[("hfllm_mmlu", "accuracy")].metric_value == 0.3125
+    assert (got[("hellaswag", "acc")].metric_value, got[("hellaswag", "acc_norm")].metric_value) == (0.29, 0.31)
+    assert not {m for _, m in got} & {"n", "truncated_items", "stderr", "ci_low", "ci_high"}  # counts, not metrics
+    assert got[("hfllm-tasks", "accuracy")].metric_value == 0.04
     meta = card.data.to_dict()
     assert meta["model-index"][0]["name"] == "mini"
     assert meta["license"] == "other" and meta["library_name"] == "transformers"
