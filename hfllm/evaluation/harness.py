@@ -100,6 +100,7 @@ def run_lm_eval(
     limit: int | float | None = None,
     batch_size: int = 8,
     samples_dir: str | Path | None = None,
+    manager=None,
 ) -> HarnessRun:
     """Run lm-eval `tasks` on `model` (a transformers model object) and `tokenizer`.
 
@@ -107,11 +108,12 @@ def run_lm_eval(
     `include_defaults`: also index lm-eval's own tasks (≈ 12 s on a busy CPU); False when every task
     is under `include_path`.
     `samples_dir`: also write `results.json` and `samples_<task>.jsonl` there.
+    `manager`: a `task_manager` built (and the names checked) already, for several models in a row.
     An unknown task name raises `ConfigError` naming it, before any model call.
     """
     from lm_eval import simple_evaluate
 
-    manager = task_manager(tasks, include_path, include_defaults)
+    manager = manager or task_manager(tasks, include_path, include_defaults)
     lm = TruncationCountingLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     out = simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=num_fewshot, limit=limit, task_manager=manager,
                           apply_chat_template=chat, fewshot_as_multiturn=chat, log_samples=True,

@@ -11,6 +11,7 @@ written with their data into the run's `tasks/` directory, so that the same numb
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -276,20 +277,24 @@ def mmlu_task_dir(tasks_dir: Path, args: EvalArguments, section) -> Path:
     return tasks_dir
 
 
-def heldout_score(model, tokenizer, texts: list[str], batch_size: int) -> TextScore:
-    """Bits per byte through hfllm's `evaluate` module (`metrics/bits_per_byte`, loaded from the
-    package: what a user loads is what the stage reports)."""
+@functools.cache
+def bits_per_byte_metric():
+    """hfllm's `evaluate` module `metrics/bits_per_byte`, loaded once from the package."""
     import evaluate
 
     from hfllm.evaluation.metrics import metric_path
 
-    out = evaluate.load(metric_path("bits_per_byte")).compute(predictions=texts, model=model, tokenizer=tokenizer,
-                                                              batch_size=batch_size)
+    return evaluate.load(metric_path("bits_per_byte"))
+
+
+def heldout_score(model, tokenizer, texts: list[str], batch_size: int) -> TextScore:
+    """Bits per byte through hfllm's `evaluate` module: what a user loads is what the stage reports."""
+    out = bits_per_byte_metric().compute(predictions=texts, model=model, tokenizer=tokenizer, batch_size=batch_size)
     return TextScore(nll_nats=out["nll_nats"], tokens=out["tokens"], bytes=out["bytes"])
 
 
-def evaluate_model(path: str, args: EvalArguments, texts: list[str] | None, tasks_dir: Path, samples: Path,
-                   device, dtype, timer: PartTimer) -> tuple[ModelResults, Any, Any]:
+def evaluate_model(path: str, args: EvalArguments, texts: list[str] | None, tasks_dir: Path, manager,
+                   samples: Path, device, dtype, timer: PartTimer) -> tuple[ModelResults, Any, Any]:
     """Load one model once and run each evaluation on it (lm-eval's results and per-item samples
     under `samples`); return its results, the model and its tokenizer."""
     model, tokenizer = load_model(path, args, device, dtype, texts)
@@ -307,7 +312,7 @@ def evaluate_model(path: str, args: EvalArguments, texts: list[str] | None, task
             results.harness = run_lm_eval(
                 model, tokenizer, list(args.tasks), include_path=tasks_dir, num_fewshot=args.num_fewshot,
                 chat=results.chat, limit=args.limit, batch_size=args.per_device_eval_batch_size,
-                samples_dir=samples / "tasks")
+                samples_dir=samples / "tasks", manager=manager)
     return results, model, tokenizer
 
 
@@ -317,8 +322,8 @@ def run_eval_stage(args: EvalArguments, *, context: StageContext) -> dict[str, A
     timer = PartTimer()
     device, dtype = evaluation_device_and_dtype(args.precision)
     tasks_dir = Path(args.tasks_dir) if args.tasks_dir else context.run_dir / TASKS_DIR
-    texts = prepare_tasks(args, context, tasks_dir, timer)
-    results, (model, tokenizer) = evaluate_models(args, texts, tasks_dir, out, device, dtype, timer)
+    texts, manager = prepare_tasks(args, context, tasks_dir, timer)
+    results, (model, tokenizer) = evaluate_models(args, texts, tasks_dir, manager, out, device, dtype, timer)
     metrics: dict[str, Any] = {"device": device.type, "dtype": str(dtype).removeprefix("torch.")}
     rows = heldout_rows(metrics, results, texts, model, tokenizer)
     rows += primary_checks(args, metrics, texts, model, tokenizer, context.run_dir / TASKS_DIR, timer)
@@ -343,9 +348,10 @@ def run_eval_stage(args: EvalArguments, *, context: StageContext) -> dict[str, A
     return metrics
 
 
-def prepare_tasks(args: EvalArguments, context: StageContext, tasks_dir: Path, timer: PartTimer) -> list[str] | None:
+def prepare_tasks(args: EvalArguments, context: StageContext, tasks_dir: Path, timer: PartTimer):
     """Before any model loads: the held-out text and the run's copy of its lm-eval task, the task
-    names checked (a misspelt one fails here), the MMLU-format task in place."""
+    names checked (a misspelt one fails here) by the task manager every model then uses (lm-eval
+    indexes its own tasks once, ≈ 12 s), the MMLU-format task in place. Returns (texts, manager)."""
     tasks_dir.mkdir(parents=True, exist_ok=True)
     texts = None
     if args.dataset_name:
@@ -353,24 +359,25 @@ def prepare_tasks(args: EvalArguments, context: StageContext, tasks_dir: Path, t
             texts = load_heldout_texts(args)
         # always written: `lm_eval --include_path <run>/tasks` gives this number for any stage's model
         write_heldout_task(texts, context.run_dir / TASKS_DIR)  # the run's own, not tasks_dir
+    manager = None
     if args.tasks:
         with timer.part("lm-eval tasks"):
-            task_manager(list(args.tasks), tasks_dir)
+            manager = task_manager(list(args.tasks), tasks_dir)
     if args.mmlu:
         with timer.part("MMLU three ways"):
             mmlu_task_dir(tasks_dir, args, context.section)
-    return texts
+    return texts, manager
 
 
-def evaluate_models(args: EvalArguments, texts: list[str] | None, tasks_dir: Path, out: Path, device, dtype,
-                    timer: PartTimer) -> tuple[dict[str, ModelResults], tuple[Any, Any]]:
+def evaluate_models(args: EvalArguments, texts: list[str] | None, tasks_dir: Path, manager, out: Path, device,
+                    dtype, timer: PartTimer) -> tuple[dict[str, ModelResults], tuple[Any, Any]]:
     """Every model's results `{entry: …}`, and `model_name_or_path`'s model and tokenizer (the
     floor, the gate and lm-eval's check use it)."""
     results: dict[str, ModelResults] = {}
     entries = model_entries(args)
     for entry, path in entries.items():
-        results[entry], model, tokenizer = evaluate_model(path, args, texts, tasks_dir, out / "lm_eval" / entry,
-                                                          device, dtype, timer)
+        results[entry], model, tokenizer = evaluate_model(path, args, texts, tasks_dir, manager,
+                                                          out / "lm_eval" / entry, device, dtype, timer)
         if entry == next(iter(entries)):
             primary = (model, tokenizer)
     return results, primary
