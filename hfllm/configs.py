@@ -171,6 +171,21 @@ def _precision_defaults(dataclass_types: Sequence[type], values: dict[str, Any],
     return {}
 
 
+def _preemption_defaults(dataclass_types: Sequence[type], values: dict[str, Any],
+                         argv: Sequence[str]) -> dict[str, Any]:
+    """Saving on SIGTERM on by default for TRL's configs too (TRL and transformers leave
+    `enable_jit_checkpoint` off; hfllm's own configs turn it on through `faults.PreemptionArguments`):
+    a pre-empted SFT, reward or DPO run keeps its last steps as pretraining does."""
+    from transformers import TrainingArguments
+
+    from hfllm.faults import PreemptionArguments
+
+    if _said("enable_jit_checkpoint", values, argv) or not any(
+            issubclass(t, TrainingArguments) and not issubclass(t, PreemptionArguments) for t in dataclass_types):
+        return {}
+    return {"enable_jit_checkpoint": True}
+
+
 def _trl_parser(dataclass_types: Sequence[type], config_where: str):
     """TRL's `TrlParser` whose argparse errors (an unknown flag, a bad value) are one-line
     `ConfigError`s naming the command line or, for a value the YAML set, the config file. Imported
@@ -217,7 +232,8 @@ def parse_config(
     values.update(check_config(overrides or {}, dataclass_types, where))
     if _said("hub_token", {}, argv):
         check_config({"hub_token": None}, dataclass_types, "command line")
-    filled_in = {k: v for k, v in _precision_defaults(dataclass_types, values, argv).items()
+    filled_in = {k: v for k, v in {**_precision_defaults(dataclass_types, values, argv),
+                                   **_preemption_defaults(dataclass_types, values, argv)}.items()
                  if not _said(k, values, argv)}  # what the user said stays theirs
     parser = _trl_parser(dataclass_types, where)
     parser.argv = list(argv)

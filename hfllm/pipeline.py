@@ -184,6 +184,14 @@ def read_manifest(stage_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
+def _derived(path: Path) -> bool:
+    """A file `datasets` writes beside a saved dataset when a stage maps or filters it
+    (`cache-<hash>.arrow`): derived from the input, not part of it. Counted, they changed a local
+    dataset's fingerprint at every run, and a killed stage restarted from step 0 instead of
+    resuming (found by the reward stage's kill test)."""
+    return path.name.startswith("cache-") and path.suffix == ".arrow"
+
+
 def input_fingerprint(value: str | None) -> str:
     """A stage dir's manifest fingerprint; else a local path's listing; else the name itself (Hub id)."""
     if value is None:
@@ -197,7 +205,7 @@ def input_fingerprint(value: str | None) -> str:
     if manifest:
         return manifest["fingerprint"]
     if path.exists():
-        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not _derived(p))
         return _sha([(str(p.relative_to(path.parent)), p.stat().st_size, p.stat().st_mtime_ns) for p in files])
     return _sha(value)
 

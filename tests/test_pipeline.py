@@ -18,6 +18,7 @@ from hfllm.pipeline import (
     StageSpec,
     _default_inputs,
     execute_stage,
+    input_fingerprint,
     load_pipeline,
     run_pipeline,
     stage_fingerprint,
@@ -306,3 +307,19 @@ def test_a_stage_does_not_hand_its_compile_setting_to_the_next(tmp_path):
     spec = StageSpec("compiling", "Compiling", "test_pipeline", ("CompilingStageArgs",), "compiling_stage")
     execute_stage(spec, (CompilingStageArgs(output_dir=str(tmp_path / "compiling")),))
     assert Accelerator(cpu=True).state.dynamo_plugin.backend == DynamoBackend.NO
+
+
+def test_a_local_dataset_keeps_its_fingerprint_when_datasets_caches_beside_it(tmp_path):
+    import datasets
+
+    path = tmp_path / "pairs"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list([{"text": "a"}, {"text": "b"}])}).save_to_disk(path)
+    before = input_fingerprint(str(path))
+    train = datasets.load_from_disk(str(path))["train"]
+    train.map(lambda row: {"n": len(row["text"])})  # writes cache-<hash>.arrow into pairs/train
+    assert list((path / "train").glob("cache-*.arrow"))
+    assert input_fingerprint(str(path)) == before
+    datasets.DatasetDict({"train": datasets.Dataset.from_list([{"text": "c"}])}).save_to_disk(tmp_path / "other")
+    shutil.rmtree(path)
+    (tmp_path / "other").rename(path)
+    assert input_fingerprint(str(path)) != before

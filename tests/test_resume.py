@@ -116,7 +116,72 @@ class PPOHarness:
         return checkpoint / "value_model" / "model.safetensors"  # the second weights file of a PPO checkpoint
 
 
-HARNESSES = {"pretrain": PretrainHarness, "ppo": PPOHarness}  # sft, reward, dpo: one line each
+class TrlHarness:
+    """TRL's trainers in hfllm's SFT, reward and DPO stages (trl_resume_driver.py): each step's loss
+    as `Trainer.training_step` returned it and a hash of its batch; fp32, tiny model, 8 steps."""
+
+    name, steps, save_steps, learning_rate = "", 8, 2, 1e-3
+    settings = ""  # the stage's own YAML lines
+
+    def __init__(self, request, tmp_path_factory):
+        tiny = request.getfixturevalue("tiny_run")
+        root = tmp_path_factory.mktemp(f"{self.name}_resume")
+        self.config = root / f"{self.name}.yaml"
+        self.config.write_text(f"""
+model_name_or_path: {tiny / 'pretrain'}
+dataset_name: {self.dataset(root / 'data')}
+max_steps: {self.steps}
+save_steps: {self.save_steps}
+per_device_train_batch_size: 8
+learning_rate: {self.learning_rate}
+bf16: false
+gradient_checkpointing: false
+max_length: 64
+logging_steps: 1
+report_to: none
+disable_tqdm: true
+seed: 3
+{self.settings}""")
+
+    def dataset(self, path: Path) -> str:
+        from test_reward import preference_dataset
+
+        return preference_dataset(path, n=100)
+
+    def command(self, out: Path, mode: str = "none", step: int = 0) -> list[str]:
+        return [sys.executable, str(HERE / "trl_resume_driver.py"), self.name, mode, str(step),
+                "--config", str(self.config), "--output_dir", str(out)]
+
+    def trace(self, out: Path) -> list[dict]:
+        rows = {}
+        for line in (out / "step_trace.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            rows[row["step"]] = row  # a resumed run repeats the killed run's unsaved steps
+        return [rows[s] for s in sorted(rows)]
+
+    def weights(self, checkpoint: Path) -> Path:
+        return checkpoint / "model.safetensors"
+
+
+class SftHarness(TrlHarness):
+    name, settings = "sft", "assistant_only_loss: true\n"
+
+    def dataset(self, path: Path) -> str:
+        from test_sft import chat_dataset
+
+        return chat_dataset(path, n=200)
+
+
+class RewardHarness(TrlHarness):
+    name = "reward"
+
+
+class DpoHarness(TrlHarness):
+    name, settings, learning_rate = "dpo", "precompute_ref_log_probs: true\n", 1e-4
+
+
+HARNESSES = {"pretrain": PretrainHarness, "sft": SftHarness, "reward": RewardHarness, "dpo": DpoHarness,
+             "ppo": PPOHarness}
 
 
 @pytest.fixture(scope="module", params=list(HARNESSES))

@@ -1,10 +1,7 @@
 """SFT stage on the tiny model: chat data, LoRA merged on save, generation stopping at <|im_end|>,
-drops counted, bad input, the CPU's compact LM head, and resume after a kill."""
+drops counted, bad input and the CPU's compact LM head (kill and resume: tests/test_resume.py)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import datasets
@@ -18,8 +15,6 @@ from hfllm.alignment.tasks import sample_problems
 from hfllm.errors import ConfigError, DataError
 from hfllm.report import Section, StageContext
 from hfllm.tokenizer import IM_END
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -121,44 +116,3 @@ def test_compact_lm_head_gives_the_same_loss(tiny_dir):
     finally:
         trl_utils._use_triton = original
     assert torch.allclose(full, compact, atol=1e-5)
-
-
-DRIVER = """
-import os, signal, sys
-from transformers import TrainerCallback
-from trl import ModelConfig, SFTConfig
-from hfllm.alignment.sft import SFTScriptArguments, run_sft_stage
-from hfllm.report import Section, StageContext
-data, base, out, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-class Kill(TrainerCallback):
-    def on_step_end(self, args, state, control, **kw):
-        if state.global_step == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-config = SFTConfig(output_dir=out, max_steps=12, per_device_train_batch_size=8, learning_rate=1e-3, bf16=False,
-                   gradient_checkpointing=False, assistant_only_loss=True, max_length=64, save_steps=4,
-                   report_to="none", disable_tqdm=True, logging_steps=1, seed=3)
-run_sft_stage(SFTScriptArguments(dataset_name=data), config, ModelConfig(model_name_or_path=base),
-              context=StageContext("sft", out, Section("sft", "SFT")), callbacks=[Kill()])
-"""
-
-
-def test_sft_resumes_after_a_kill_with_the_same_losses(tiny_dir, tmp_path):
-    data = chat_dataset(tmp_path / "data", n=200)
-    base = str(tiny_dir / "pretrain")
-
-    def run(out, kill_at, expect):
-        proc = subprocess.run([sys.executable, "-c", DRIVER, data, base, str(out), str(kill_at)], cwd=REPO,
-                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-        assert proc.returncode == expect, proc.stderr[-2000:]
-
-    def losses(out):
-        return {r["step"]: r["loss"] for r in json.loads((out / "log_history.json").read_text()) if "loss" in r}
-
-    run(tmp_path / "reference", 0, 0)
-    killed = tmp_path / "killed"
-    run(killed, 6, -9)  # killed after step 6: checkpoint-4 is the newest
-    assert sorted(p.name for p in killed.glob("checkpoint-*")) == ["checkpoint-4"]
-    run(killed, 0, 0)  # the same command again
-    reference, resumed = losses(tmp_path / "reference"), losses(killed)
-    assert sorted(resumed) == list(range(1, 13)) == sorted(reference)
-    assert max(abs(reference[s] - resumed[s]) for s in reference) <= 1e-6

@@ -30,9 +30,9 @@ from hfllm.alignment.sft import (
     save_chat_model,
     write_log_history,
 )
+from hfllm.faults import fault_tolerance_callbacks, resume_checkpoint
 from hfllm.memory import keep_freed_memory_on_cpu
 from hfllm.modeling import load_causal_lm
-from hfllm.pretrain import last_complete_checkpoint
 from hfllm.report import StageContext, loss_plot
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
@@ -100,10 +100,11 @@ def run_dpo_stage(
     if script_args.ref_model_name_or_path:
         ref_model = load_causal_lm(script_args.ref_model_name_or_path, field="ref_model_name_or_path")
     output_dir.mkdir(parents=True, exist_ok=True)
-    resume = training_args.resume_from_checkpoint or last_complete_checkpoint(output_dir)
+    resume = resume_checkpoint(output_dir, training_args.resume_from_checkpoint)  # newest undamaged
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=training_args, train_dataset=train,
                          eval_dataset=eval_ds,
-                         processing_class=tokenizer, peft_config=get_peft_config(model_args), callbacks=callbacks)
+                         processing_class=tokenizer, peft_config=get_peft_config(model_args),
+                         callbacks=[*(callbacks or []), *fault_tolerance_callbacks()])
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     merged = save_chat_model(trainer, tokenizer, output_dir, merge_adapters=script_args.merge_adapters)
     write_log_history(trainer, output_dir)

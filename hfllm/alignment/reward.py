@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, set_seed
 from trl import ModelConfig, RewardConfig, RewardTrainer, get_peft_config
 
 from hfllm.alignment.chat_data import load_split, prepare_preference_dataset, prompt_text
 from hfllm.alignment.sft import drop_table, load_chat_tokenizer, write_log_history
 from hfllm.errors import ConfigError
+from hfllm.faults import fault_tolerance_callbacks, resume_checkpoint
 from hfllm.memory import keep_freed_memory_on_cpu
 from hfllm.modeling import check_vocab
-from hfllm.pretrain import last_complete_checkpoint
 from hfllm.report import StageContext, loss_plot
 
 
@@ -100,6 +100,9 @@ def run_reward_stage(
     memory_kept = keep_freed_memory_on_cpu(training_args)
     if not model_args.model_name_or_path:
         raise ConfigError("no model to start from", field="model_name_or_path")
+    # The score head is new: seeded, so that the same config gives the same model (the Trainer
+    # seeds only after the model exists; a resumed run must repeat the killed run's first steps).
+    set_seed(training_args.seed)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             model_args.model_name_or_path, num_labels=1, dtype=torch.float32, pad_token_id=tokenizer.pad_token_id,
@@ -109,9 +112,10 @@ def run_reward_stage(
                           f"({str(err).splitlines()[0]})", field="model_name_or_path") from None
     check_vocab(model, tokenizer, model_args.model_name_or_path, field="tokenizer_name")
     output_dir.mkdir(parents=True, exist_ok=True)
-    resume = training_args.resume_from_checkpoint or last_complete_checkpoint(output_dir)
+    resume = resume_checkpoint(output_dir, training_args.resume_from_checkpoint)  # newest undamaged
     trainer = RewardTrainer(model=model, args=training_args, train_dataset=train, processing_class=tokenizer,
-                            peft_config=get_peft_config(model_args), callbacks=callbacks)
+                            peft_config=get_peft_config(model_args),
+                            callbacks=[*(callbacks or []), *fault_tolerance_callbacks()])
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     # Without its mixed-precision wrapper: the held-out scores below are then the saved fp32 model's
     # (under the bf16 autocast the wrapper keeps, 3 of 174 demo pairs flipped against task_eval's).
@@ -125,7 +129,8 @@ def run_reward_stage(
     write_log_history(trainer, output_dir)
 
     metrics: dict[str, Any] = {"train_pairs": len(train), "dropped": dict(dropped), "steps": trainer.state.global_step,
-                               "train_loss": result.training_loss, "keep_freed_memory": memory_kept}
+                               "train_loss": result.training_loss, "keep_freed_memory": memory_kept,
+                               "resumed_from": Path(str(resume)).name if resume else None}
     if test is not None:
         chosen, rejected = pairwise_scores(model, tokenizer, test)
         held_out = pairwise_accuracy(chosen, rejected)

@@ -11,8 +11,9 @@
   scores every position (`compact_lm_head_on_cpu` makes it skip the prompt there too: 0.76 →
   0.39 CPU-s a step on the demo model's shape, benchmarks/RESULTS.md); freed memory kept mapped
   (`hfllm.memory`). TRL computes the loss itself, so pretraining's chunked loss does not apply.
-- Resume: re-running the same command continues from the newest complete checkpoint
-  (`hfllm.pretrain.last_complete_checkpoint`), at the next step, in the same data order.
+- Faults (`hfllm.faults`, as every training stage): re-running the same command continues from
+  the newest complete, undamaged checkpoint at the next step in the same data order; SIGTERM
+  (pre-emption) saves a checkpoint first.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config, get_quantiz
 from hfllm.alignment.chat_data import load_split, prepare_sft_dataset
 from hfllm.alignment.generation import require_chat_template, set_chat_generation_config
 from hfllm.errors import ConfigError
+from hfllm.faults import fault_tolerance_callbacks, resume_checkpoint
 from hfllm.memory import keep_freed_memory_on_cpu
 from hfllm.modeling import check_vocab, load_causal_lm, load_tokenizer
-from hfllm.pretrain import checkpoint_step, last_complete_checkpoint
+from hfllm.pretrain import checkpoint_step
 from hfllm.report import StageContext, loss_plot
 
 LOG_HISTORY = "log_history.json"
@@ -173,7 +175,7 @@ def run_sft_stage(
         compact_lm_head_on_cpu()
     model = load_policy(model_args, training_args, tokenizer)
     output_dir.mkdir(parents=True, exist_ok=True)
-    resume = training_args.resume_from_checkpoint or last_complete_checkpoint(output_dir)
+    resume = resume_checkpoint(output_dir, training_args.resume_from_checkpoint)  # newest undamaged
     trainer = SFTTrainer(
         model=model,
         args=training_args,
@@ -181,7 +183,7 @@ def run_sft_stage(
         eval_dataset=eval_ds,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
-        callbacks=callbacks,
+        callbacks=[*(callbacks or []), *fault_tolerance_callbacks()],
     )
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     merged = save_chat_model(trainer, tokenizer, output_dir, merge_adapters=script_args.merge_adapters)
