@@ -323,3 +323,45 @@ def test_a_local_dataset_keeps_its_fingerprint_when_datasets_caches_beside_it(tm
     shutil.rmtree(path)
     (tmp_path / "other").rename(path)
     assert input_fingerprint(str(path)) != before
+
+
+def test_hfllm_run_killed_mid_stage_resumes_there_and_skips_finished_entries(tiny_run, tmp_path):
+    """`hfllm run` SIGKILLed while SFT trains, after the entries before it finished: the same command
+    skips those, and SFT continues from its newest checkpoint instead of starting over."""
+    import os
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    for done in ("data", "tokenizer", "pretrain"):
+        shutil.copytree(tiny_run / done, run / done)
+    pipeline = profile_copy(tmp_path, HEAD + """
+  - {stage: synthetic, config: synthetic.yaml}
+  - {stage: sft, config: sft.yaml}
+""")
+    sft_yaml = (tmp_path / "sft.yaml").read_text()
+    for old, new in [("max_steps: 60", "max_steps: 40"), ("save_steps: 20", "save_steps: 4"),
+                     ("per_device_train_batch_size: 32", "per_device_train_batch_size: 8")]:
+        sft_yaml = sft_yaml.replace(old, new)
+    (tmp_path / "sft.yaml").write_text(sft_yaml)
+    command = [str(Path(sys.executable).parent / "hfllm"), "run", str(pipeline), "--run_dir", str(run)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not (run / "sft" / "checkpoint-8" / "trainer_state.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "SFT ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    synthetic_started = json.loads((run / "synthetic" / "manifest.json").read_text())["started_at"]
+    assert not (run / "sft" / "manifest.json").exists()
+
+    again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    for entry in ("data", "tokenizer", "pretrain", "synthetic"):
+        assert f"[hfllm] {entry}: unchanged, skipped" in again.stdout
+    assert "[hfllm] sft: running sft" in again.stdout
+    assert json.loads((run / "synthetic" / "manifest.json").read_text())["started_at"] == synthetic_started
+    sft = json.loads((run / "sft" / "manifest.json").read_text())["metrics"]
+    assert sft["steps"] == 40 and int(sft["resumed_from"].split("-")[1]) >= 8
