@@ -263,3 +263,41 @@ def test_trl_ppo_script_flags_parse():
         "descriptiveness", 16, 1.0)
     assert (model.model_name_or_path, config.sft_model_path) == ("EleutherAI/pythia-1b-deduped",) * 2
     assert (config.learning_rate, config.kl_coef, config.response_length) == (3e-6, 0.05, 53)  # TRL's defaults
+
+
+def test_task_verifier_checks_replies_against_the_recomputed_answer():
+    from types import SimpleNamespace
+
+    from hfllm.alignment.ppo import task_verifier
+
+    conversations = datasets.Dataset.from_list([
+        {"task": "addition", "prompt": [{"role": "user", "content": "What is 27+15?"}]},
+        {"task": "not_a_task", "prompt": [{"role": "user", "content": "What is 1+1?"}]},
+    ])
+    verify = task_verifier(conversations)
+    assert [verify(0, "7+5=12, 1+2+1=4, answer 42"), verify(0, "7+5=12, 2+1=3, answer 32"),
+            verify(1, "2")] == [True, False, None]
+    assert task_verifier(datasets.Dataset.from_list([{"task": "addition", "prompt": "What is 27+15?"}]))(0, "42")
+    assert task_verifier(datasets.Dataset.from_list([{"prompt": "What is 27+15?"}])) is None
+
+    # An update's accuracy: of the replies the verifier can check (rows 0, 0; not row 1), one is right.
+    trainer = SimpleNamespace(
+        processing_class=SimpleNamespace(batch_decode=lambda ids, **kw: ["answer 42", "answer 32", "2"]),
+        rollout_prompts=lambda update: [0, 0, 1], reply_verifier=verify,
+        accelerator=SimpleNamespace(device="cpu", gather_for_metrics=lambda x: x))
+    rollout = SimpleNamespace(postprocessed=torch.zeros(3, 2, dtype=torch.long))
+    assert PPOTrainer.verifier_accuracy(trainer, 1, rollout) == 0.5
+
+
+def test_verifiable_prompts_log_the_replies_verifier_accuracy(artefacts, tmp_path):
+    """The stage wires the prompts' verifier in: the tiny policy never answers an addition right."""
+    _, _, paths, _ = artefacts
+    prompts = tmp_path / "prompts"
+    rows = [{"task": "addition", "prompt": [{"role": "user", "content": f"What is {a}+{a + 3}?"}]}
+            for a in range(10, 30)]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:16]),
+                          "test": datasets.Dataset.from_list(rows[16:])}).save_to_disk(str(prompts))
+    metrics = run_ppo_stage(*ppo_models.stage_args(paths, prompts, tmp_path / "out", total_episodes=8,
+                                                   save_steps=100, num_sample_generations=0),
+                            context=context(tmp_path))
+    assert metrics["first_verifier_accuracy"] == metrics["verifier_accuracy"] == 0.0

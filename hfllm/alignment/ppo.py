@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -324,6 +324,10 @@ class PPOTrainer(Trainer):
 
     Three methods decide what is random in an update; override them to replay given choices
     (the parity test replays TRL's): `rollout_prompts`, `generate_responses`, `minibatch_order`.
+
+    hfllm's addition: `reply_verifier(prompt row, reply text)` → True/False (None: not checkable)
+    logs `objective/verifier_accuracy` of each update's replies beside the reward model's score,
+    so that reward hacking shows as the two parting.
     """
 
     def __init__(
@@ -339,6 +343,7 @@ class PPOTrainer(Trainer):
         optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
         callbacks: list[TrainerCallback] | None = None,
         peft_config: Any = None,
+        reply_verifier: Callable[[int, str], bool | None] | None = None,
     ):
         if ref_model is not None and ref_model is model:
             raise ValueError("`model` and `ref_model` cannot be the same object: pass a copy, or None with peft.")
@@ -379,6 +384,7 @@ class PPOTrainer(Trainer):
         self.ref_model = ref_model.to(self.accelerator.device).eval() if ref_model is not None else None
         self.reward_model = reward_model.to(self.accelerator.device).eval()
         self.completions: list[dict[str, Any]] = []  # sample replies to eval prompts, by update
+        self.reply_verifier = reply_verifier
 
     @staticmethod
     def _stop_token_id(args: PPOConfig, tokenizer: PreTrainedTokenizerBase) -> int | None:
@@ -601,6 +607,15 @@ class PPOTrainer(Trainer):
             "episode": self.state.episode,
         }
 
+    def verifier_accuracy(self, update: int, r: Rollout) -> float:
+        """Share of this update's replies (all processes) that `reply_verifier` accepts, of those it can check."""
+        replies = self.processing_class.batch_decode(r.postprocessed, skip_special_tokens=True)
+        checks = [self.reply_verifier(row, reply) for row, reply in zip(self.rollout_prompts(update), replies)]
+        counts = torch.tensor([[sum(c is True for c in checks), sum(c is not None for c in checks)]],
+                              dtype=torch.float64, device=self.accelerator.device)
+        right, checked = self.accelerator.gather_for_metrics(counts).sum(0).tolist()
+        return right / checked if checked else float("nan")
+
     def train(self, resume_from_checkpoint: str | bool | None = None) -> TrainOutput:
         """Run the updates from the first, or from the one after `resume_from_checkpoint`'s (True:
         the newest checkpoint in `output_dir`)."""
@@ -617,6 +632,8 @@ class PPOTrainer(Trainer):
             stats = self.ppo_epochs(update, rollout)
             with torch.no_grad():
                 metrics = self.update_metrics(rollout, stats, start_time)
+            if self.reply_verifier is not None:
+                metrics["objective/verifier_accuracy"] = self.verifier_accuracy(update, rollout)
             self.state.global_step = update
             self.state.epoch = self.state.episode / len(self.train_dataset)
             self.log(metrics)
@@ -789,6 +806,24 @@ def _load_scorer(path: str, field_name: str, tokenizer: PreTrainedTokenizerBase,
     return model
 
 
+def task_verifier(prompts: datasets.Dataset) -> Callable[[int, str], bool | None] | None:
+    """For prompts with a `task` column that hfllm's verifiable tasks know (the synthetic stage's
+    prompts): row, reply → whether the reply's answer is right. None for other datasets."""
+    from hfllm.alignment.tasks import TASKS
+
+    if "task" not in prompts.column_names or "prompt" not in prompts.column_names:
+        return None
+    tasks = prompts["task"]
+    texts = [p if isinstance(p, str) else next((m["content"] for m in reversed(p) if m.get("role") == "user"), "")
+             for p in prompts["prompt"]]
+
+    def verify(row: int, reply: str) -> bool | None:
+        task = TASKS.get(tasks[row])
+        return task.verify(texts[row], reply) if task is not None else None
+
+    return verify
+
+
 def _load_prompt_split(name: str, split: str, config: str | None) -> datasets.Dataset:
     for column in PROMPT_COLUMNS:  # load_text_dataset checks one column: try each accepted one
         try:
@@ -802,7 +837,8 @@ def _load_prompt_split(name: str, split: str, config: str | None) -> datasets.Da
 
 
 def _curves(log_history: list[dict[str, Any]]):
-    """Reward, KL and reply length against the update: the report's PPO plot."""
+    """Reward, KL, reply length and (where the prompts are verifiable) the replies' verifier accuracy
+    against the update: the report's PPO plot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -810,10 +846,12 @@ def _curves(log_history: list[dict[str, Any]]):
 
     rows = [r for r in log_history if "objective/scores" in r]
     steps = [r["step"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     panels = [("reward", [("objective/scores", "reward-model score"), ("objective/rlhf_reward", "score - β·KL")]),
               ("KL to the reference (nats/reply)", [("objective/kl", "KL")]),
               ("reply length (tokens)", [("completions/mean_length", "mean length")])]
+    if rows and "objective/verifier_accuracy" in rows[0]:  # the reward model against the ground truth
+        panels.append(("replies right (verifier)", [("objective/verifier_accuracy", "verifier accuracy")]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for ax, (ylabel, keys) in zip(axes, panels):
         for key, label in keys:
             ax.plot(steps, [r[key] for r in rows], "o-" if len(rows) < 30 else "-", label=label, markersize=3)
@@ -878,9 +916,10 @@ def run_ppo_stage(
             raise ConfigError(f"prompts of {limit or 1} tokens plus response_length {args.response_length} exceed "
                               f"the policy's context of {context_length} tokens", field="response_length")
         limit = limit if limit is not None else room
-    train_prompts = tokenize_prompts(
-        _load_prompt_split(script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config),
-        tokenizer, max_prompt_length=limit, num_proc=args.dataset_num_proc, where=script_args.dataset_name)
+    raw_train = _load_prompt_split(script_args.dataset_name, script_args.dataset_train_split,
+                                   script_args.dataset_config)
+    train_prompts = tokenize_prompts(raw_train, tokenizer, max_prompt_length=limit, num_proc=args.dataset_num_proc,
+                                     where=script_args.dataset_name)
     if len(train_prompts) < args.per_device_train_batch_size * args.gradient_accumulation_steps:
         raise DataError(f"{len(train_prompts)} prompts, fewer than one update's batch "
                         f"(per_device_train_batch_size × gradient_accumulation_steps)",
@@ -901,7 +940,7 @@ def run_ppo_stage(
     memory_kept = keep_freed_memory_on_cpu(args)
     trainer = PPOTrainer(args, tokenizer, policy, ref_model, reward_model, train_prompts, value_model,
                          eval_dataset=eval_prompts, callbacks=[*(callbacks or []), *fault_tolerance_callbacks()],
-                         peft_config=peft_config)
+                         peft_config=peft_config, reply_verifier=task_verifier(raw_train))
     if script_args.ignore_bias_buffers:  # TRL scripts' DDP workaround: boolean buffers are not synchronised
         trainer.model._ddp_params_and_buffers_to_ignore = [
             name for name, buffer in trainer.model.named_buffers() if buffer.dtype == torch.bool]
@@ -929,6 +968,8 @@ def run_ppo_stage(
         "peft": peft_config is not None,
         "stop_token": None if trainer.stop_token_id is None else tokenizer.decode([trainer.stop_token_id]),
         "first_scores": history[0]["objective/scores"] if history else None,
+        "first_verifier_accuracy": history[0].get("objective/verifier_accuracy") if history else None,
+        "verifier_accuracy": last.get("objective/verifier_accuracy"),
         **{k: last[k] for k in ("objective/scores", "objective/rlhf_reward", "objective/kl", "objective/entropy",
                                 "policy/clipfrac_avg", "policy/approxkl_avg", "loss/value_avg",
                                 "completions/mean_length", "completions/clipped_ratio") if k in last},
