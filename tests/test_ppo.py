@@ -77,6 +77,26 @@ def test_prompt_formats_become_token_ids(artefacts):
     assert conversational["input_ids"] == [chat_ids]
 
 
+def test_the_prompt_column_can_be_named(artefacts):
+    """UltraFeedback-style rows: a plain-text `prompt` and the conversation in `messages`. Unset, the
+    text is used as is; `dataset_prompt_column: messages` prompts through the chat template."""
+    from hfllm.alignment.ppo import only_prompt_column
+
+    tok = artefacts[1]
+    question = [{"role": "user", "content": "What does a list comprehension return?"}]
+    rows = datasets.Dataset.from_dict({"prompt": [question[0]["content"]], "score": [1.0],
+                                       "messages": [question + [{"role": "assistant", "content": "A list."}]]})
+    chat_ids = tok.apply_chat_template(question, add_generation_prompt=True, tokenize=True)["input_ids"]
+    text_ids = tok(question[0]["content"])["input_ids"]
+    assert tokenize_prompts(only_prompt_column(rows, None, "uf"), tok)["input_ids"] == [text_ids]
+    assert tokenize_prompts(only_prompt_column(rows, "messages", "uf"), tok)["input_ids"] == [chat_ids]
+    renamed = only_prompt_column(rows.rename_column("prompt", "question"), "question", "uf")
+    assert renamed.column_names == ["prompt"]
+    with pytest.raises(DataError) as err:
+        only_prompt_column(rows, "conversation", "uf")
+    assert err.value.field == "dataset_prompt_column" and "columns: prompt, score, messages" in str(err.value)
+
+
 def test_prompt_errors_name_the_column_and_row(artefacts):
     tok = artefacts[1]
     with pytest.raises(DataError) as err:

@@ -44,7 +44,7 @@ def test_llama_125m_profile_runs_offline_on_a_local_stream(tiny_run, tmp_path):
     # The whole profile wires and parses (its post-training reads Hub datasets: not run offline) ...
     run_dir = tmp_path / "run"
     assert load_pipeline(profile / "pipeline.yaml", run_dir).ids == [
-        "data", "tokenizer", "pretrain", "eval", "synthetic", "sft", "reward", "dpo", "task_eval"]
+        "data", "tokenizer", "pretrain", "eval", "synthetic", "sft", "reward", "dpo", "ppo", "task_eval"]
     # ... and its pretraining part runs from the profile's own entries.
     spec = yaml.safe_load((profile / "pipeline.yaml").read_text())
     spec["stages"] = spec["stages"][:4]

@@ -774,6 +774,12 @@ class PPOScriptArguments(ScriptArguments):
     value_model_path: str | None = field(
         default=None, metadata={"help": "Value model to start from; unset: the reward model, as TRL's script did."}
     )
+    dataset_prompt_column: str | None = field(
+        default=None,
+        metadata={"help": "Column holding the prompts. Unset: `prompt`, `messages` or `input_ids`, the first present "
+                  "(UltraFeedback has a plain-text `prompt` and the conversation in `messages`: name `messages` to "
+                  "prompt a chat model through its template)."},
+    )
 
 
 def _load_scorer(path: str, field_name: str, tokenizer: PreTrainedTokenizerBase,
@@ -824,7 +830,22 @@ def task_verifier(prompts: datasets.Dataset) -> Callable[[int, str], bool | None
     return verify
 
 
-def _load_prompt_split(name: str, split: str, config: str | None) -> datasets.Dataset:
+def only_prompt_column(prompts: datasets.Dataset, column: str | None, where: str) -> datasets.Dataset:
+    """The prompts of `column` alone (renamed `prompt` when it has another name), so that
+    `prompt_column` finds them and not another column; unchanged when `column` is unset."""
+    if column is None:
+        return prompts
+    if column not in prompts.column_names:
+        raise DataError(f"no column {column!r} (columns: {', '.join(prompts.column_names)})", where=where,
+                        field="dataset_prompt_column")
+    prompts = prompts.select_columns([column])
+    return prompts if column in PROMPT_COLUMNS else prompts.rename_column(column, "prompt")
+
+
+def _load_prompt_split(name: str, split: str, config: str | None, column: str | None = None) -> datasets.Dataset:
+    """The split, checked for its prompt column: `column`, else one of PROMPT_COLUMNS."""
+    if column is not None:
+        return load_text_dataset(name, split, text_field=column, config=config)
     for column in PROMPT_COLUMNS:  # load_text_dataset checks one column: try each accepted one
         try:
             return load_text_dataset(name, split, text_field=column, config=config)
@@ -917,18 +938,21 @@ def run_ppo_stage(
                               f"the policy's context of {context_length} tokens", field="response_length")
         limit = limit if limit is not None else room
     raw_train = _load_prompt_split(script_args.dataset_name, script_args.dataset_train_split,
-                                   script_args.dataset_config)
-    train_prompts = tokenize_prompts(raw_train, tokenizer, max_prompt_length=limit, num_proc=args.dataset_num_proc,
-                                     where=script_args.dataset_name)
+                                   script_args.dataset_config, script_args.dataset_prompt_column)
+    train_prompts = tokenize_prompts(
+        only_prompt_column(raw_train, script_args.dataset_prompt_column, script_args.dataset_name), tokenizer,
+        max_prompt_length=limit, num_proc=args.dataset_num_proc, where=script_args.dataset_name)
     if len(train_prompts) < args.per_device_train_batch_size * args.gradient_accumulation_steps:
         raise DataError(f"{len(train_prompts)} prompts, fewer than one update's batch "
                         f"(per_device_train_batch_size × gradient_accumulation_steps)",
                         where=script_args.dataset_name, field=script_args.dataset_train_split)
     eval_prompts = None
     if script_args.dataset_test_split:
+        raw_eval = _load_prompt_split(script_args.dataset_name, script_args.dataset_test_split,
+                                      script_args.dataset_config, script_args.dataset_prompt_column)
         eval_prompts = tokenize_prompts(
-            _load_prompt_split(script_args.dataset_name, script_args.dataset_test_split, script_args.dataset_config),
-            tokenizer, max_prompt_length=limit, num_proc=args.dataset_num_proc, where=script_args.dataset_name)
+            only_prompt_column(raw_eval, script_args.dataset_prompt_column, script_args.dataset_name), tokenizer,
+            max_prompt_length=limit, num_proc=args.dataset_num_proc, where=script_args.dataset_name)
 
     peft_config = None
     if model_args.use_peft:
