@@ -104,6 +104,12 @@ STAGES: dict[str, StageSpec] = {
                                unless_wired="dataset_name"),),
             check="check_pretrain_args",
         ),
+        # An IsoFLOP sweep of pretraining runs (each run a pretraining entry under sweep/), both Chinchilla
+        # fits and a checked prediction (hfllm.scaling). `pretrain_config` is the runs' recipe file: an input
+        # with no upstream entry, listed so that editing it changes the entry's fingerprint.
+        StageSpec("scaling", "Scaling laws", "hfllm.scaling.stage", ("ScalingArguments",), "run_scaling_stage",
+                  inputs={"dataset_name": ("data",), "tokenizer_name": ("tokenizer",), "pretrain_config": ()},
+                  values=(WiredValue("vocab_size", "tokenizer_name", "vocab_size"),), check="check_scaling_args"),
         StageSpec("synthetic", "Synthetic instructions", "hfllm.alignment.synthetic", ("SyntheticArguments",),
                   "run_synthetic_stage", inputs={"tokenizer_name": ("tokenizer",)}),
         StageSpec("sft", "SFT", "hfllm.alignment.sft", ("SFTScriptArguments", "SFTConfig", "ModelConfig"),
@@ -121,13 +127,18 @@ STAGES: dict[str, StageSpec] = {
                   "run_ppo_stage",
                   inputs={"sft_model_path": ("sft", "pretrain"), "model_name_or_path": ("sft", "pretrain"),
                           "reward_model_path": ("reward",), "dataset_name": ("synthetic",)}),
+        StageSpec("grpo", "GRPO", "hfllm.alignment.grpo", ("GRPOScriptArguments", "GRPOConfig", "ModelConfig"),
+                  "run_grpo_stage",
+                  inputs={"model_name_or_path": ("sft", "pretrain"), "reward_model_path": ("reward",),
+                          "dataset_name": ("synthetic",)}),
         StageSpec("eval", "Evaluation", "hfllm.evaluation.stage", ("EvalArguments",), "run_eval_stage",
                   inputs={"model_name_or_path": ("pretrain",), "dataset_name": ("data",),
-                          "models": ("pretrain", "sft", "dpo", "ppo"), "task_scores": ("task_eval",)}),
+                          "models": ("pretrain", "sft", "dpo", "ppo", "grpo"), "task_scores": ("task_eval",)}),
         StageSpec("task_eval", "Task evaluation", "hfllm.alignment.task_eval", ("TaskEvalArguments",),
                   "run_task_eval_stage",
-                  inputs={"models": ("pretrain", "sft", "dpo", "ppo"), "train_datasets": ("synthetic", "feedback"),
-                          "plateau_model": ("sft",), "reward_model": ("reward",), "reward_pairs": ("feedback",)}),
+                  inputs={"models": ("pretrain", "sft", "dpo", "ppo", "grpo"),
+                          "train_datasets": ("synthetic", "feedback"), "plateau_model": ("sft",),
+                          "reward_model": ("reward",), "reward_pairs": ("feedback",)}),
     ]
 }
 

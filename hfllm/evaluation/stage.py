@@ -45,7 +45,7 @@ from hfllm.report import StageContext
 HELDOUT_TASK = "hfllm_heldout_bpb"
 STAGES_TABLE = "stages.json"  # {model entry: {task: {metric: value, …}}}, one table across the run's models
 TASKS_DIR = "tasks"  # under the run directory
-CHAT_STAGES = ("sft", "dpo", "ppo")  # a model whose manifest names one of these is prompted as a chat model
+CHAT_STAGES = ("sft", "dpo", "ppo", "grpo")  # a model whose manifest names one of these is prompted as a chat model
 
 
 @dataclass
