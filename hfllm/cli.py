@@ -1,4 +1,4 @@
-"""`hfllm run <pipeline.yaml>`, `hfllm eval <stage dir> …`, `hfllm plan` and `hfllm push`."""
+"""`hfllm run <pipeline.yaml>`, `hfllm eval <stage dir> …`, `hfllm plan`, `hfllm scaling …` and `hfllm push`."""
 
 from __future__ import annotations
 
@@ -18,9 +18,14 @@ def _plan(args: argparse.Namespace) -> None:
         for n, d, flops in planner.seed_table():
             print(f"{n:>8.3g} {d:>9.3g} {flops:>12.3g}")
         return
+    if args.flops is not None:
+        _plan_flops(args)
+        return
     if args.params is None and args.layers is None:
-        raise HfllmError("give --params N (e.g. 124M, 70B) or a shape (--layers --width --heads --seq --vocab)",
-                         where="hfllm plan")
+        raise HfllmError("give --flops C (e.g. 5.76e23), --params N (e.g. 124M, 70B) or a shape "
+                         "(--layers --width --heads --seq --vocab)", where="hfllm plan")
+    if args.tokens is not None and args.tokens_per_param is not None:
+        raise HfllmError("give --tokens or --tokens_per_param, not both", where="hfllm plan")
     try:
         if args.layers is not None:
             from hfllm.modeling import count_parameters, llama_config
@@ -35,11 +40,89 @@ def _plan(args: argparse.Namespace) -> None:
         else:
             params = planner.parse_count(args.params)
         tokens = planner.parse_count(args.tokens) if args.tokens is not None else None
+        if args.tokens_per_param is not None:
+            tokens = params * _positive_ratio(args.tokens_per_param)
         p = planner.plan(params, tokens, gpu=args.gpu, num_gpus=args.num_gpus, mfu=args.mfu,
                          price_per_gpu_hour=args.price)
     except ValueError as err:
         raise HfllmError(str(err), where="hfllm plan") from None
     print("\n".join(p.lines()))
+    if args.law is not None:
+        law = planner.load_law(args.law)
+        print(f"loss ({law.name})   {law.loss(p.params, p.tokens):.4g} nats/token  ({law.formula()})")
+
+
+def _positive_ratio(ratio: float) -> float:
+    if not ratio > 0:
+        raise ValueError(f"--tokens_per_param must be positive, got {ratio:g}")
+    return ratio
+
+
+def _plan_flops(args: argparse.Namespace) -> None:
+    """A FLOP budget: compute-optimal N and D under a law, beside the 20:1 rule (and the ratio
+    asked for), then what the budget costs on the GPUs given."""
+    from hfllm import planner
+
+    if args.params is not None or args.tokens is not None or args.layers is not None:
+        raise HfllmError("--flops sets N and D itself: leave out --params, --tokens and the shape", where="hfllm plan")
+    law = planner.load_law(args.law or planner.DEFAULT_LAW)
+    try:
+        flops = planner.parse_count(args.flops)
+        splits = planner.plan_flops(flops, law, args.tokens_per_param)
+        best = splits[0]
+        p = planner.plan(best.params, best.tokens, gpu=args.gpu, num_gpus=args.num_gpus, mfu=args.mfu,
+                         price_per_gpu_hour=args.price)
+    except ValueError as err:
+        raise HfllmError(str(err), where="hfllm plan") from None
+    print(f"budget            {flops:.3g} FLOPs (6 · N · D)")
+    print(f"law               {law.name}: {law.formula()}  [{law.source}; N: {law.parameters}]")
+    for split in splits:
+        print(f"{split.label:<34} N {split.params:.3g}  D {split.tokens:.3g}  ({split.tokens / split.params:.1f} "
+              f"per parameter)  loss {split.loss:.4f}")
+    print("\n".join(p.lines()[3:]))  # GPU-hours, days and cost: the same for every split of one budget
+
+
+def _scaling_plan(args: argparse.Namespace) -> None:
+    """The sweep's runs as the stage would plan them, before anything is trained."""
+    from hfllm.configs import parse_config
+    from hfllm.errors import ConfigError
+    from hfllm.scaling.stage import _tokenizer_vocab, batch_tokens, check_scaling_args, pretrain_args
+    from hfllm.scaling.sweep import ScalingArguments, plan_sweep
+
+    (scaling_args,) = parse_config((ScalingArguments,), args.config)
+    vocab = args.vocab_size or scaling_args.vocab_size or _tokenizer_vocab(scaling_args.tokenizer_name)
+    if vocab is None:
+        raise ConfigError(f"the tokenizer {scaling_args.tokenizer_name} is not trained yet: give --vocab_size",
+                          where=args.config)
+    try:
+        check_scaling_args(scaling_args)
+        _, training_args, _ = pretrain_args(scaling_args)
+        points = plan_sweep(scaling_args, vocab, training_args.max_length, batch_tokens(training_args))
+    except HfllmError as err:
+        err.where = err.where or args.config
+        raise
+    print(f"{'run':<18} {'shape':>6} {'N':>11} {'N w/o emb.':>11} {'D':>12} {'D/N':>6} {'steps':>6} {'6ND':>9}")
+    for p in points:
+        print(f"{p.id:<18} {p.shape.name:>6} {p.params:>11,} {p.shape.params_non_embedding:>11,} {p.tokens:>12,} "
+              f"{p.tokens / p.params:>6.1f} {p.steps:>6} {p.flops:>9.3g}")
+    print(f"sweep: {len(points)} runs, {sum(p.tokens for p in points):,} tokens, {sum(p.flops for p in points):.3g} "
+          f"FLOPs; then the prediction run at {scaling_args.prediction_budget:.3g} FLOPs, sized by the fit "
+          f"(vocabulary {vocab}, runs in {scaling_args.runs_dir})")
+
+
+def _scaling_show(args: argparse.Namespace) -> None:
+    from hfllm.errors import ConfigError
+    from hfllm.planner import load_law
+    from hfllm.scaling.report import summary_lines
+    from hfllm.scaling.stage import LAW_FILE
+
+    path = Path(args.law)
+    path = path / LAW_FILE if path.is_dir() else path
+    load_law(str(path))  # a missing or damaged file is one line
+    record = json.loads(path.read_text())
+    if "law" not in record:
+        raise ConfigError("not a law.json written by the scaling stage", where=str(path))
+    print("\n".join(summary_lines(record)))
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -112,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="tokens, FLOPs, GPU-hours, days and cost of a training run")
     plan.add_argument("--params", help="parameters, e.g. 124M, 7B, 405B")
     plan.add_argument("--tokens", help="training tokens (default: 20 per parameter)")
+    plan.add_argument("--flops", help="a training budget in FLOPs, e.g. 5.76e23: compute-optimal N and D under --law")
+    plan.add_argument("--law", help="hoffmann2022, besiroglu2024 (the default with --flops) or a law.json that "
+                                    "`hfllm scaling` fitted")
+    plan.add_argument("--tokens_per_param", type=float,
+                      help="tokens per parameter instead of 20 (e.g. 150 when inference dominates)")
     plan.add_argument("--layers", type=int, help="or give a Llama shape: layers …")
     plan.add_argument("--width", type=int)
     plan.add_argument("--heads", type=int)
@@ -123,6 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--price", type=float, default=2.0, help="dollars per GPU-hour")
     plan.add_argument("--table", action="store_true", help="print the seed's reference runs")
     plan.set_defaults(func=_plan)
+
+    scaling = sub.add_parser("scaling", help="scaling laws: the sweep's plan, and a fitted law's constants")
+    scaling_sub = scaling.add_subparsers(dest="scaling_command", required=True)
+    sp = scaling_sub.add_parser("plan", help="the sweep's runs (shapes, N, D, steps, FLOPs) before any is trained; "
+                                             "run them with `hfllm run` on a pipeline holding the scaling stage")
+    sp.add_argument("config", help="e.g. recipes/configs/scaling/scaling.yaml")
+    sp.add_argument("--vocab_size", type=int, help="the tokenizer's vocabulary, when it is not trained yet")
+    sp.set_defaults(func=_scaling_plan)
+    ss = scaling_sub.add_parser("show", help="a fitted law: constants with intervals, both fits, the prediction")
+    ss.add_argument("law", help="law.json, or the scaling stage's directory (e.g. runs/scaling/scaling)")
+    ss.set_defaults(func=_scaling_show)
 
     from hfllm.hub import add_push_command
 
