@@ -44,17 +44,21 @@ def test_the_demo_post_training_chain_continues_the_demo_run(tmp_path):
     for a, b in zip(demo.entries, post.entries):
         assert (a.config_path.name, a.inputs) == (b.config_path.name, b.inputs)
     gates = post.entries[post.ids.index("task_eval")].args[0]
-    assert gates.require_better == ["sft > pretrain", "dpo > sft + 0.05"]
+    assert gates.require_better == ["sft > pretrain", "dpo > sft + 0.05", "ppo > sft + 0.05"]
     assert (gates.require_plateau_within, gates.require_reward_accuracy) == (0.02, 0.75)
-    assert [e.split("/")[-1] for e in gates.models] == ["pretrain", "sft", "dpo", "sft_chosen"]
+    assert [e.split("/")[-1] for e in gates.models] == ["pretrain", "sft", "dpo", "ppo", "sft_chosen"]
+    # PPO from the SFT policy against the first reward model (not the judge), on the synthetic prompts
+    ppo = post.entries[post.ids.index("ppo")]
+    assert ppo.inputs == {"sft_model_path": "sft", "model_name_or_path": "sft", "reward_model_path": "reward",
+                          "dataset_name": "synthetic"}
     # the win-rates' judge: a second reward model on the pairs the first holds out
     judge = post.entries[post.ids.index("reward_judge")].args[0]
     first = post.entries[post.ids.index("reward")].args[0]
     assert (judge.dataset_train_split, first.dataset_train_split) == ("test", "train")
     assert judge.dataset_name == first.dataset_name and gates.judge_model.endswith("/reward_judge")
     assert gates.reward_model.endswith("/reward")  # the gate measures the reward model, not the judge
-    assert gates.win_rates == ["dpo vs sft", "sft_chosen vs sft"]
+    assert gates.win_rates == ["dpo vs sft", "ppo vs sft", "sft_chosen vs sft"]
     # the table across stages: every model on the MMLU-format task, task_eval's accuracies joined
     table = post.entries[post.ids.index("eval_post")].args[0]
-    assert [m.split("/")[-1] for m in table.models] == ["pretrain", "sft", "dpo", "sft_chosen"]
+    assert [m.split("/")[-1] for m in table.models] == ["pretrain", "sft", "dpo", "ppo", "sft_chosen"]
     assert table.mmlu and table.task_scores.endswith("/task_eval")
