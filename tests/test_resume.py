@@ -121,7 +121,7 @@ class TrlHarness:
     as `Trainer.training_step` returned it and a hash of its batch; fp32, tiny model, 8 steps."""
 
     name, steps, save_steps, learning_rate = "", 8, 2, 1e-3
-    settings = ""  # the stage's own YAML lines
+    settings = "max_length: 64\n"  # the stage's own YAML lines
 
     def __init__(self, request, tmp_path_factory):
         tiny = request.getfixturevalue("tiny_run")
@@ -136,7 +136,6 @@ per_device_train_batch_size: 8
 learning_rate: {self.learning_rate}
 bf16: false
 gradient_checkpointing: false
-max_length: 64
 logging_steps: 1
 report_to: none
 disable_tqdm: true
@@ -164,7 +163,7 @@ seed: 3
 
 
 class SftHarness(TrlHarness):
-    name, settings = "sft", "assistant_only_loss: true\n"
+    name, settings = "sft", "max_length: 64\nassistant_only_loss: true\n"
 
     def dataset(self, path: Path) -> str:
         from test_sft import chat_dataset
@@ -177,11 +176,27 @@ class RewardHarness(TrlHarness):
 
 
 class DpoHarness(TrlHarness):
-    name, settings, learning_rate = "dpo", "precompute_ref_log_probs: true\n", 1e-4
+    name, settings, learning_rate = "dpo", "max_length: 64\nprecompute_ref_log_probs: true\n", 1e-4
+
+
+class GrpoHarness(TrlHarness):
+    """GRPO samples its batch each step: the batch hash covers the sampled replies too."""
+
+    name, learning_rate = "grpo", 1e-4
+    settings = ("dataset_train_split: prompts\nverifier_reward: true\nnum_generations: 4\n"
+                "max_completion_length: 8\n")
+
+    def dataset(self, path: Path) -> str:
+        import datasets
+
+        rows = [{"task": "addition", "prompt": [{"role": "user", "content": f"What is {a}+{a + 7}?"}]}
+                for a in range(10, 50)]
+        datasets.DatasetDict({"prompts": datasets.Dataset.from_list(rows)}).save_to_disk(str(path))
+        return str(path)
 
 
 HARNESSES = {"pretrain": PretrainHarness, "sft": SftHarness, "reward": RewardHarness, "dpo": DpoHarness,
-             "ppo": PPOHarness}
+             "ppo": PPOHarness, "grpo": GrpoHarness}
 
 
 @pytest.fixture(scope="module", params=list(HARNESSES))

@@ -1,12 +1,13 @@
-"""Runs a TRL-trainer stage (sft, reward, dpo) like its recipe, but fails at a chosen point:
+"""Runs a TRL-trainer stage (sft, reward, dpo, grpo) like its recipe, but fails at a chosen point:
 
     python trl_resume_driver.py STAGE MODE N --config <yaml> [recipe flags…]
 
 MODE is none, step (SIGKILL at the end of step N), save (SIGKILL in the middle of saving
 checkpoint-N) or term (SIGTERM at the end of step N); see faults_driver.py. Every optimizer step
 appends {step, loss, batch} to `<output_dir>/step_trace.jsonl`: the loss `Trainer.training_step`
-returns and a hash of every tensor of the batch (the three stages' collators name their columns
-differently; all of them are hashed). A resumed run appends the steps after its checkpoint again.
+returns and a hash of every tensor of the batch (the stages' collators name their columns
+differently; all of them are hashed; GRPO's batch is hashed after it sampled its replies). A
+resumed run appends the steps after its checkpoint again.
 """
 
 import hashlib
@@ -42,10 +43,23 @@ def batch_digest(inputs: dict) -> str:
 
 def traced_training_step(self, model, inputs, num_items_in_batch=None):
     loss = training_step(self, model, inputs, num_items_in_batch)
-    row = {"step": self.state.global_step + 1, "loss": float(loss), "batch": batch_digest(inputs)}
+    prepared = getattr(self, "_traced_batch", None)  # GRPO: the prompts with their sampled replies
+    row = {"step": self.state.global_step + 1, "loss": float(loss), "batch": prepared or batch_digest(inputs)}
     with (Path(self.args.output_dir) / TRACE).open("a") as f:
         f.write(json.dumps(row) + "\n")
     return loss
+
+
+def trace_prepared_inputs(trainer_class) -> None:
+    """GRPO generates its batch inside `_prepare_inputs`: hash what it returns (replies included)."""
+    prepare = trainer_class._prepare_inputs
+
+    def traced(self, batch):
+        prepared = prepare(self, batch)
+        self._traced_batch = batch_digest(prepared)
+        return prepared
+
+    trainer_class._prepare_inputs = traced
 
 
 @exit_on_error
@@ -54,6 +68,10 @@ def main():
     dataclass_types, _ = spec.load()
     args = parse_args(dataclass_types, rest)
     Trainer.training_step = traced_training_step
+    if stage == "grpo":
+        from trl import GRPOTrainer
+
+        trace_prepared_inputs(GRPOTrainer)
     execute_stage(spec, args, extra={"callbacks": fail_at(mode, step)})
 
 
