@@ -118,6 +118,10 @@ class ScalingArguments:
                           "has its minimum inside."})
     prediction_multiplier: float = field(
         default=4.0, metadata={"help": "The prediction run's budget as a multiple of the largest (at least 4)."})
+    stream_tokens: float | None = field(
+        default=None,
+        metadata={"help": "A streamed training set's size in tokens (e.g. from its dataset card): the most one run "
+                          "may read, each block once."})
     vocab_size: int | None = field(
         default=None,
         metadata={"help": "The tokenizer's vocabulary (the pipeline wires it; unset: read from the tokenizer)."})
