@@ -29,7 +29,7 @@ from hfllm.scaling.fits import (
     isoflop_minimum,
 )
 from hfllm.scaling.stage import batch_tokens, check_scaling_args, check_single_pass, pretrain_args
-from hfllm.scaling.sweep import ScalingArguments, plan_point, plan_sweep
+from hfllm.scaling.sweep import ScalingArguments, nearest_shape, plan_point, plan_prediction, plan_sweep
 
 PROFILE = REPO / "recipes" / "configs" / "scaling"
 
@@ -127,8 +127,10 @@ def test_fit_recovers_exact_constants_at_the_sweeps_points():
 
 def test_bootstrap_of_exact_losses_collapses_on_the_truth():
     """Every resample of losses the law gives exactly is fitted exactly: each 95 % interval is the
-    true constant to 1e-3, and approach 2 keeps only the resamples whose every budget has 3 sizes."""
-    truth = Law("t", E=1.2, A=40.0, B=150.0, alpha=0.35, beta=0.30)
+    true constant to 1e-3, and approach 2 keeps only the resamples whose every budget still has its
+    vertex inside its sizes (this law's optima lie inside the sweep's profiles; A = 40's lie below
+    their smallest model, where approach 2 uses no resample)."""
+    truth = Law("t", E=1.2, A=200.0, B=150.0, alpha=0.35, beta=0.30)
     points = [SweepPoint(p.budget, p.params, p.tokens, truth.loss(p.params, p.tokens)) for p in make_scaling_points()]
     full = fit_points(points)
     boot = bootstrap(points, samples=12, seed=0, full_fit=full)
@@ -136,7 +138,10 @@ def test_bootstrap_of_exact_losses_collapses_on_the_truth():
         assert low == pytest.approx(getattr(truth, k), rel=1e-3) and high == pytest.approx(getattr(truth, k), rel=1e-3)
     assert len(boot.laws) == 12 and 0 < boot.approach2_used < 12
     for fit in boot.isoflop:
-        assert len(fit.minima) == 3
+        assert len(fit.minima) == 3 and all(m.inside for m in fit.minima)
+    below = [SweepPoint(p.budget, p.params, p.tokens, Law("t", E=1.2, A=40.0, B=150.0, alpha=0.35, beta=0.30).loss(
+        p.params, p.tokens)) for p in make_scaling_points()]
+    assert fit_isoflop(below) is None and bootstrap(below, samples=4, seed=0).approach2_used == 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,3 +288,21 @@ def test_smoke_sweep(tiny_run, tmp_path):
     resumed = json.loads((runs_dir / killed["id"] / "manifest.json").read_text())["metrics"]
     assert resumed["resumed_from"] == f"checkpoint-{last_before_kill}" and resumed["steps"] == killed["steps"]
     assert resumed["tokens_seen"] == killed["tokens"]
+
+
+def test_the_prediction_run_reads_each_block_at_most_once():
+    """Sized at the law's compute-optimal N while that N's tokens fit in the training split; when they
+    do not, the smallest shape whose tokens fit (the run nearest the optimum that still reads each
+    block once)."""
+    args = scaling_args()
+    _, training_args, _ = pretrain_args(args)
+    vocab, batch = load_yaml(PROFILE / "tokenizer.yaml")["vocab_size"], batch_tokens(training_args)
+    shapes = args.shapes(vocab, training_args.max_length)
+    optimal = 270_000.0  # 7.2e13 FLOPs / (6 · 270k) ≈ 44M tokens
+    free = plan_prediction(args, optimal, vocab, training_args.max_length, batch)
+    assert free.shape == nearest_shape(optimal, shapes) and free.tokens > 40_000_000
+    assert plan_prediction(args, optimal, vocab, training_args.max_length, batch, unique_tokens=10**9) == free
+    bounded = plan_prediction(args, optimal, vocab, training_args.max_length, batch, unique_tokens=20_000_000)
+    assert bounded.tokens <= 20_000_000 and bounded.budget == args.prediction_budget
+    smaller = [s for s in shapes if s.params < bounded.params]
+    assert all(plan_point(args.prediction_budget, s, batch).tokens > 20_000_000 for s in smaller)

@@ -163,13 +163,22 @@ class IsoflopFit:
     tokens: PowerLaw
 
 
-def fit_isoflop(points: Sequence[SweepPoint]) -> IsoflopFit | None:
-    """Approach 2 over the sweep's budgets; None unless at least two budgets have a minimum."""
+def isoflop_minima(points: Sequence[SweepPoint]) -> list[IsoflopMinimum]:
+    """Each budget's parabola vertex, where its profile has one (inside its sizes or not)."""
     minima = []
     for budget, group in group_by_budget(points).items():
         minimum = isoflop_minimum(budget, [p.params for p in group], [p.loss for p in group])
         if minimum is not None:
             minima.append(minimum)
+    return minima
+
+
+def fit_isoflop(points: Sequence[SweepPoint]) -> IsoflopFit | None:
+    """Approach 2 over the sweep's budgets: power laws through the vertices that lie inside their
+    profile's sizes; None unless at least two do. A profile that does not bracket its minimum puts
+    the vertex anywhere (measured on `make scaling`'s first sweep: a nearly straight profile's at
+    N = 1e-46), so an extrapolated vertex is reported (`isoflop_minima`), never fitted."""
+    minima = [m for m in isoflop_minima(points) if m.inside]
     if len(minima) < 2:
         return None
     flops = [m.budget for m in minima]

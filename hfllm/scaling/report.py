@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from hfllm.planner import LAW_CONSTANTS, Law
-from hfllm.scaling.fits import Bootstrap, IsoflopFit, SweepPoint, group_by_budget
+from hfllm.scaling.fits import Bootstrap, IsoflopFit, SweepPoint, group_by_budget, isoflop_minima
 
 
 def constant_rows(law: Law) -> list[list[Any]]:
@@ -35,6 +35,13 @@ def describe(section, args, law: Law, isoflop: IsoflopFit | None, boot: Bootstra
     a = law.beta / (law.alpha + law.beta)
     a_interval = boot.interval([fit.beta / (fit.alpha + fit.beta) for fit in boot.laws])
     lines = [f"Compute-optimal N ∝ C^{a:.3f} (95 % {a_interval[0]:.3f} – {a_interval[1]:.3f}) by approach 3"]
+    if isoflop is None:
+        vertices = ", ".join(f"{m.budget:.3g}: N {m.params:.3g} ({'inside' if m.inside else 'outside'} its sizes)"
+                             for m in isoflop_minima(points)) or "none"
+        section.text("**Approach 2** (a parabola in log N through each budget's runs) needs at least two profiles "
+                     f"whose vertex lies inside their sizes; this sweep's vertices — {vertices}. Where a budget's "
+                     "best run is its smallest or largest model, its profile does not bracket the minimum: the "
+                     "sizes (tokens_per_param) or budgets must move for approach 2.")
     if isoflop is not None:
         section.text("**Approach 2**: a parabola in log N through each budget's runs; its vertex is the budget's "
                      "optimal N.")
@@ -47,6 +54,11 @@ def describe(section, args, law: Law, isoflop: IsoflopFit | None, boot: Bootstra
             line += f" (95 % {low:.3f} – {high:.3f}, {boot.approach2_used} resamples with every vertex)"
         lines.append(line + " by approach 2")
     section.text("; ".join(lines) + " (Chinchilla: 0.50 and 0.49; its approach 3 as published: 0.45).")
+    if prediction.tokens < prediction.optimal_tokens / 1.5:
+        section.text(f"The law's compute-optimal split of {prediction.budget:.3g} FLOPs is N "
+                     f"{prediction.optimal_params:,.0f} on {prediction.optimal_tokens:,.0f} tokens, more than the "
+                     f"{unique_tokens:,} the training split holds: the prediction run is the smallest model whose "
+                     "tokens fit, each block read once (its loss is still the law's to predict).")
     verdict = ("met" if prediction.goal_met else
                f"missed: the error is {prediction.error / prediction.drop:.2f} of the drop" if prediction.drop > 0 else
                "missed: the larger run did not improve on the sweep")

@@ -14,6 +14,7 @@ stage's directory aside, and must not take finished runs with it.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -162,7 +163,9 @@ def sweep_point(point: PlannedPoint, manifest: dict[str, Any]) -> SweepPoint:
 @dataclass(frozen=True)
 class Prediction:
     """The larger run the fit predicts, against what it measured. `reference` is the best loss of the
-    largest sweep budget; the goal is an error at most a third of the drop from it."""
+    largest sweep budget; the goal is an error at most a third of the drop from it. `optimal_params`
+    and `optimal_tokens`: the law's compute-optimal split of the budget (the run's own N differs
+    when the shapes are discrete, or when that split wants more tokens than the split holds)."""
 
     id: str
     budget: float
@@ -172,6 +175,8 @@ class Prediction:
     interval: tuple[float, float]
     measured: float
     reference: float
+    optimal_params: float = math.nan
+    optimal_tokens: float = math.nan
 
     @property
     def error(self) -> float:
@@ -223,15 +228,16 @@ def run_scaling_stage(args: ScalingArguments, *, context: StageContext) -> dict[
                  "parameters": "every parameter (the tied embedding once)",
                  "source": f"hfllm scaling sweep {args.runs_dir}"})
 
-    optimal_params, _ = law.compute_optimal(args.prediction_budget)
-    target = plan_prediction(args, optimal_params, vocab, max_length, tokens_per_batch)
+    optimal_params, optimal_tokens = law.compute_optimal(args.prediction_budget)
+    target = plan_prediction(args, optimal_params, vocab, max_length, tokens_per_batch, unique_tokens)
     check_single_pass([target], unique_tokens)
     manifest = run_point(args, target, entry_ids + [target.id], context.is_main_process)
     largest = group_by_budget(points)[max(args.budgets)]
     prediction = Prediction(target.id, target.budget, float(target.params), float(target.tokens),
                             law.loss(target.params, target.tokens),
                             boot.prediction_interval(lambda fit: fit.loss(target.params, target.tokens)),
-                            float(manifest["metrics"]["eval_loss"]), min(p.loss for p in largest))
+                            float(manifest["metrics"]["eval_loss"]), min(p.loss for p in largest),
+                            optimal_params, optimal_tokens)
 
     if context.is_main_process:
         write_outputs(Path(args.output_dir), args, law, isoflop, boot, points, planned + [target], prediction,

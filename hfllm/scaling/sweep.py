@@ -206,10 +206,19 @@ def plan_sweep(args: ScalingArguments, vocab_size: int, max_length: int, batch_t
 
 
 def plan_prediction(args: ScalingArguments, optimal_params: float, vocab_size: int, max_length: int,
-                    batch_tokens: int) -> PlannedPoint:
+                    batch_tokens: int, unique_tokens: int | None = None) -> PlannedPoint:
     """The run the fit predicts: `prediction_multiplier` × the largest budget, at the shape nearest
-    the law's compute-optimal N for it."""
+    the law's compute-optimal N for it — or, when that N's tokens are more than the training split
+    holds (`unique_tokens`), at the smallest shape whose tokens fit: the run nearest the optimum
+    that still reads each block at most once."""
     budget = args.prediction_budget
-    shape = shape_for(optimal_params, args.shapes(vocab_size, max_length),
+    shapes = args.shapes(vocab_size, max_length)
+    target = optimal_params
+    if unique_tokens is not None:
+        fitting = [s for s in shapes if plan_point(budget, s, batch_tokens).tokens <= unique_tokens]
+        if fitting and plan_point(budget, shape_for(target, shapes, "the prediction run"), batch_tokens).tokens \
+                > unique_tokens:
+            return plan_point(budget, fitting[0], batch_tokens, prefix="predict_c")
+    shape = shape_for(target, shapes,
                       f"the prediction run ({budget:.3g} FLOPs, compute-optimal N {optimal_params:,.0f})")
     return plan_point(budget, shape, batch_tokens, prefix="predict_c")
