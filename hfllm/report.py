@@ -86,6 +86,9 @@ def loss_plot(log_history: list[dict[str, Any]], keys: tuple[str, ...] = ("loss"
     return fig
 
 
+TASKS_DIR = "tasks"  # the run's lm-eval task directory, under the run directory
+
+
 @dataclass
 class StageContext:
     """What the runner hands a stage besides its configs: which pipeline entry it runs as, the

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import email
+import json
 import sysconfig
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from hfllm.data.pii import UnsafeAndPII
 from hfllm.data.quality import QualityClassifier, QualityFilter, train_quality_classifier
 from hfllm.data.stage import DataArguments, clean
 from hfllm.data.urls import UrlBlocklist
+from hfllm.errors import ConfigError
 
 SITE = Path(sysconfig.get_paths()["purelib"])
 REPO = Path(__file__).resolve().parents[1]
@@ -326,3 +328,28 @@ def test_boilerplate_shared_with_the_held_out_split_is_counted_before_dedup():
     assert decontaminate.removed == {"13gram_in_heldout": 1}  # the leak, not the licence dedup kept
     assert leak["text"] not in out.train["text"]
     assert any(t.lstrip().startswith("MIT License") for t in out.train["text"])
+
+
+def test_documents_sharing_an_n_gram_with_the_runs_mmlu_items_are_removed(tmp_path):
+    """`decontaminate_mmlu`: the data stage writes the run's MMLU-format task when absent (the copy the
+    eval stage then reads: it writes only when there is none) and removes a training document that
+    quotes one of its test items or few-shot examples, counted under that set's name."""
+    from hfllm.evaluation.mmlu import TASK_FOLDER, task_texts
+
+    topics = [r["text"] for r in corpus.iter_documents(["pydoc_topics"])]
+    args = DataArguments(blocks=["decontaminate"], decontaminate_mmlu=True, mmlu_test_items=5, num_proc=1)
+    tasks = tmp_path / "tasks"
+    clean(new_rows([{"text": topics[1]}]), new_rows([{"text": topics[0]}], first_id=1), args, tasks_dir=tasks)
+    meta = json.loads((tasks / TASK_FOLDER / "task.json").read_text())
+    assert meta["counts"] and all(c == {"dev": 5, "test": 5} for c in meta["counts"].values())
+    test_item, dev_item = task_texts(tasks, "test")[3], task_texts(tasks, "dev")[0]
+    train = [{"text": t} for t in topics[1:6]]
+    train[1]["text"] += "\n\n" + test_item
+    train[3]["text"] = dev_item + "\n\n" + train[3]["text"]
+    out = clean(new_rows(train), new_rows([{"text": topics[0]}], first_id=len(train)), args, tasks_dir=tasks)
+    decontaminate = next(r for r in out.reports["train"] if r.block == "decontaminate")
+    assert decontaminate.removed == {"13gram_in_mmlu_test": 1, "13gram_in_mmlu_dev": 1}
+    assert out.train["id"] == [0, 2, 4]
+    assert json.loads((tasks / TASK_FOLDER / "task.json").read_text()) == meta  # the same copy, not rewritten
+    with pytest.raises(ConfigError, match="tasks_dir"):
+        clean(new_rows(train), new_rows([{"text": topics[0]}], first_id=len(train)), args)

@@ -31,6 +31,9 @@ def test_make_demo_passes_every_gate(tmp_path):
     assert {"hfllm_mmlu", "hfllm_mmlu_text", "hfllm_mmlu_gen"} <= set(table["pretrain"])
     assert table["pretrain"]["hfllm_mmlu"]["n"] == 150
     assert "letter/text differ" in report and "items sharing an n-gram" in report
+    # the data stage decontaminated against the run's MMLU items and wrote the copy the eval stage read
+    assert (run_dir / "tasks" / "hfllm_mmlu" / "task.json").exists()
+    assert "The MMLU-format task was written by this stage" not in report
 
 
 def test_the_demo_post_training_chain_continues_the_demo_run(tmp_path):

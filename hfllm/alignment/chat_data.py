@@ -15,36 +15,18 @@ chosen and rejected, a prompt that alone fills `max_length`. If every row goes, 
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import datasets
 
-from hfllm.data.loading import _FILE_BUILDERS, _is_local_dataset_dir, load_saved_split
+from hfllm.data import loading
 from hfllm.errors import DataError
 
 
 def load_split(name: str, split: str, config: str | None = None) -> datasets.Dataset:
-    """One split of a stage dir (`save_to_disk`), a json/jsonl/parquet/csv file, or a Hub dataset."""
-    path = Path(name)
-    try:
-        if _is_local_dataset_dir(path):
-            return load_saved_split(path, split, name)
-        if path.is_file():
-            builder = _FILE_BUILDERS.get(path.suffix)
-            if builder is None or builder == "text":
-                raise DataError(f"unsupported file type {path.suffix!r} (use .json, .jsonl, .parquet or .csv)",
-                                where=name)
-            if split != "train":
-                raise DataError(f"no split '{split}' (a single file is the 'train' split)", where=name)
-            return datasets.load_dataset(builder, data_files={"train": str(path)}, split="train")
-        if name.startswith((".", "/")) or path.suffix in _FILE_BUILDERS or Path(path.parts[0]).is_dir():
-            raise DataError("file or directory not found (has its stage run?)", where=name)
-        return datasets.load_dataset(name, config, split=split)
-    except DataError:
-        raise
-    except Exception as err:  # noqa: BLE001 — any loader failure becomes one line naming the dataset
-        raise DataError(f"cannot load split '{split}': {str(err).splitlines()[0]}", where=name) from None
+    """One split of a stage dir (`save_to_disk`), a json/jsonl/parquet/csv file, or a Hub dataset;
+    errors name the dataset, and for a local file the first line that cannot be read."""
+    return loading.load_split(name, split, config=config, file_types=(".json", ".jsonl", ".parquet", ".csv"))
 
 
 def _require(ds: datasets.Dataset, columns: list[str], where: str) -> None:

@@ -40,6 +40,44 @@ def load_saved_split(path: Path, split: str, name: str) -> datasets.Dataset:
     return loaded
 
 
+def load_split(
+    name: str,
+    split: str,
+    *,
+    config: str | None = None,
+    streaming: bool = False,
+    file_types: tuple[str, ...] = tuple(_FILE_BUILDERS),
+) -> datasets.Dataset | datasets.IterableDataset:
+    """One split of a stage dir (`save_to_disk`), a local file of one of `file_types`, or a Hub
+    dataset. Any failure is one `DataError` naming the dataset, and for a local file the first line
+    that cannot be read (datasets names only the file, or for an empty file nothing at all)."""
+    path = Path(name)
+    try:
+        if _is_local_dataset_dir(path):
+            loaded = load_saved_split(path, split, name)
+            return loaded.to_iterable_dataset() if streaming else loaded
+        if path.is_file():
+            if path.suffix not in file_types:
+                raise DataError(f"unsupported file type {path.suffix!r} (use {', '.join(file_types)})", where=name)
+            if split != "train":  # one file is one split; held-out text comes from the hash split
+                raise DataError(f"no split '{split}' (a single file is the 'train' split)", where=name)
+            if path.suffix != ".parquet" and (problem := _first_non_utf8_line(path)):
+                raise DataError(problem, where=name)
+            return datasets.load_dataset(_FILE_BUILDERS[path.suffix], data_files={"train": str(path)}, split="train",
+                                         streaming=streaming)
+        if path.suffix in _FILE_BUILDERS or name.startswith((".", "/")) or Path(path.parts[0]).is_dir():
+            # Looks like a local path (e.g. runs/x/data before its stage ran), not a Hub id.
+            raise DataError("file or directory not found (has its stage run?)", where=name)
+        return datasets.load_dataset(name, config, split=split, streaming=streaming)
+    except DataError:
+        raise
+    except Exception as err:  # noqa: BLE001 — any loader failure becomes one line naming the dataset
+        problem = _first_unreadable_line(path) if path.is_file() else None
+        first = str(err).strip().splitlines()
+        raise DataError(problem or f"cannot load split '{split}': {first[0] if first else type(err).__name__}",
+                        where=name) from None
+
+
 def load_text_dataset(
     name: str,
     split: str,
@@ -49,36 +87,23 @@ def load_text_dataset(
     streaming: bool = False,
 ) -> datasets.Dataset | datasets.IterableDataset:
     """Load one split and check that `text_field` is there; errors name the dataset and field."""
-    path = Path(name)
-    try:
-        if _is_local_dataset_dir(path):
-            loaded = load_saved_split(path, split, name)
-            ds = loaded.to_iterable_dataset() if streaming else loaded
-        elif path.is_file():
-            builder = _FILE_BUILDERS.get(path.suffix)
-            if builder is None:
-                raise DataError(f"unsupported file type {path.suffix!r} (use {', '.join(_FILE_BUILDERS)})", where=name)
-            if split != "train":  # one file is one split; held-out text comes from the hash split
-                raise DataError(f"no split '{split}' (a single file is the 'train' split)", where=name)
-            ds = datasets.load_dataset(builder, data_files={"train": str(path)}, split="train", streaming=streaming)
-        elif path.suffix in _FILE_BUILDERS or name.startswith((".", "/")) or Path(path.parts[0]).is_dir():
-            # Looks like a local path (e.g. runs/x/data before its stage ran), not a Hub id.
-            raise DataError("file or directory not found (has its stage run?)", where=name)
-        else:
-            ds = datasets.load_dataset(name, config, split=split, streaming=streaming)
-    except DataError:
-        raise
-    except Exception as err:  # noqa: BLE001 — any loader failure becomes one line naming the dataset
-        # datasets names the file only ("An error occurred while generating the dataset"), or, for
-        # an empty file, nothing at all: find the line it stopped at.
-        problem = _first_unreadable_line(path) if path.is_file() else None
-        first = str(err).strip().splitlines()
-        raise DataError(problem or f"cannot load split '{split}': {first[0] if first else type(err).__name__}",
-                        where=name) from None
+    ds = load_split(name, split, config=config, streaming=streaming)
     columns = ds.column_names
     if columns is not None and text_field not in columns:
         raise DataError(f"column not found (columns: {', '.join(columns)})", where=name, field=text_field)
     return ds
+
+
+def _first_non_utf8_line(path: Path) -> str | None:
+    """The first line (1-based) of a text file that is not UTF-8. Checked before loading: datasets'
+    JSON reader replaces such bytes with U+FFFD and loads the row, altered and unannounced."""
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return f"line {number}: not UTF-8 text"
+    return None
 
 
 def _first_unreadable_line(path: Path) -> str | None:

@@ -50,7 +50,7 @@ from hfllm.data.quality import QualityClassifier, QualityFilter, train_quality_c
 from hfllm.data.split import is_held_out
 from hfllm.data.urls import UrlBlocklist
 from hfllm.errors import ConfigError, DataError
-from hfllm.report import StageContext
+from hfllm.report import TASKS_DIR, StageContext
 
 BLOCKS = ("extract", "urls", "domains", "language", "rules", "unsafe_pii", "dedup", "quality", "decontaminate")
 PER_DOCUMENT = BLOCKS[:6]
@@ -124,6 +124,16 @@ class DataArguments:
     decontaminate_datasets: list[str] = field(
         default_factory=list, metadata={"help": "More evaluation sets (files or dataset names with a text column)."}
     )
+    decontaminate_mmlu: bool = field(
+        default=False, metadata={"help": "Also against the run's MMLU-format task (its test and few-shot items, "
+                                         "<tasks_dir>/hfllm_mmlu), written there first when absent: the copy every "
+                                         "evaluation of the run then reads."})
+    mmlu_test_items: int = field(
+        default=100, metadata={"help": "Test items per subject when this stage writes that task (set it as the eval "
+                                       "stage's field of the same name)."})
+    tasks_dir: str | None = field(
+        default=None, metadata={"help": "The run's lm-eval task directory (default: <run>/tasks; a recipe run alone: "
+                                        "<output_dir>/tasks)."})
     num_proc: int | None = field(default=2, metadata={"help": "Processes for the blocks (datasets.map)."})
     seed: int = field(default=0, metadata={"help": "Seed of the MinHash permutations and classifier sample."})
     output_dir: str = field(default="hfllm-data", metadata={"help": "Where the DatasetDict is saved."})
@@ -237,11 +247,24 @@ def reference_texts(args: DataArguments) -> list[str]:
     return [t for t in texts if not is_held_out(t, args.test_fraction)]
 
 
-def evaluation_sets(args: DataArguments, test: datasets.Dataset) -> dict[str, list[str]]:
+def evaluation_sets(args: DataArguments, test: datasets.Dataset,
+                    tasks_dir: Path | None = None) -> dict[str, list[str]]:
+    """The texts training documents must not share an n-gram with: the held-out split, each of
+    `decontaminate_datasets`, and with `decontaminate_mmlu` the run's MMLU-format items in
+    `tasks_dir` (written there now when absent, seeded: the eval stage then reads this copy)."""
     sets = {"heldout": list(test["text"])}
     for name in args.decontaminate_datasets:
         ds = load_text_dataset(name, "train", text_field=args.dataset_text_field)
         sets[name] = [t for t in ds[args.dataset_text_field] if isinstance(t, str)]
+    if args.decontaminate_mmlu:
+        from hfllm.evaluation.mmlu import TASK_FOLDER, task_texts, write_mmlu_task
+
+        if tasks_dir is None:
+            raise ConfigError("decontaminate_mmlu needs the run's task directory", field="tasks_dir")
+        if not (tasks_dir / TASK_FOLDER / "task.json").exists():
+            write_mmlu_task(tasks_dir, n_test=args.mmlu_test_items)
+        sets["mmlu_test"] = task_texts(tasks_dir, "test")
+        sets["mmlu_dev"] = task_texts(tasks_dir, "dev")
     return sets
 
 
@@ -280,9 +303,10 @@ class Cleaned:
 
 
 def clean(train: datasets.Dataset, test: datasets.Dataset, args: DataArguments,
-          reference: Callable[[], list[str]] | None = None) -> Cleaned:
+          reference: Callable[[], list[str]] | None = None, tasks_dir: Path | None = None) -> Cleaned:
     """Both splits through the blocks `args.blocks` names (see the module docstring). `reference`
-    gives the quality classifier's reference texts (default: `reference_texts(args)`)."""
+    gives the quality classifier's reference texts (default: `reference_texts(args)`); `tasks_dir`
+    holds the run's MMLU-format task (`decontaminate_mmlu`)."""
     out = Cleaned(train, test, {"train": [], "test": []})
     t = time.perf_counter()
     blocks = build_blocks(args)
@@ -303,7 +327,7 @@ def clean(train: datasets.Dataset, test: datasets.Dataset, args: DataArguments,
     index = None
     if "decontaminate" in args.blocks:  # built before quality: both execution modes count the same texts
         t = time.perf_counter()
-        index = NGramIndex.build(evaluation_sets(args, out.test), n=args.decontaminate_ngram)
+        index = NGramIndex.build(evaluation_sets(args, out.test, tasks_dir), n=args.decontaminate_ngram)
         index = index.without_frequent(before_dedup, args.decontaminate_max_train_docs)
         out.seconds["decontaminate"] = time.perf_counter() - t
     if "quality" in args.blocks:
@@ -386,7 +410,8 @@ def run_data_stage(args: DataArguments, *, context: StageContext) -> dict[str, A
         rows, test_rows = split_rows(rows, test_rows, args, where)
         read_s = time.perf_counter() - started
         train_raw, test_raw = new_rows(rows), new_rows(test_rows, first_id=len(rows))
-        cleaned = clean(train_raw, test_raw, args, reference.result if reference else None)
+        tasks_dir = Path(args.tasks_dir) if args.tasks_dir else Path(context.run_dir) / TASKS_DIR
+        cleaned = clean(train_raw, test_raw, args, reference.result if reference else None, tasks_dir)
     for split, ds in (("train", cleaned.train), ("test", cleaned.test)):
         if len(ds) == 0:  # the blocks' counts say which rule removed them: written before failing
             Path(args.output_dir).mkdir(parents=True, exist_ok=True)

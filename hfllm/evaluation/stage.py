@@ -40,11 +40,10 @@ from hfllm.evaluation.mmlu import (
 from hfllm.modeling import check_vocab, load_causal_lm, load_tokenizer
 from hfllm.packing import check_tokenizer_yields_tokens
 from hfllm.precision import PRECISIONS, auto_precision
-from hfllm.report import StageContext
+from hfllm.report import TASKS_DIR, StageContext
 
 HELDOUT_TASK = "hfllm_heldout_bpb"
 STAGES_TABLE = "stages.json"  # {model entry: {task: {metric: value, …}}}, one table across the run's models
-TASKS_DIR = "tasks"  # under the run directory
 CHAT_STAGES = ("sft", "dpo", "ppo", "grpo")  # a model whose manifest names one of these is prompted as a chat model
 
 
