@@ -94,14 +94,16 @@ class RewardModelJudge(Judge):
     prompt and reply rendered with the reward model's chat template."""
 
     def __init__(self, model_name_or_path: str, *, policy_tokenizer=None, batch_size: int = 64, field: str = "judge"):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from hfllm.modeling import load_sequence_classifier
 
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
-            self.model = AutoModelForSequenceClassification.from_pretrained(model_name_or_path, dtype=torch.float32)
         except (OSError, ValueError) as err:
             raise ConfigError(f"cannot load a reward model from {model_name_or_path!r} ({str(err).splitlines()[0]})",
                               field=field) from None
+        self.model = load_sequence_classifier(model_name_or_path, field=field)
         if policy_tokenizer is not None:
             check_same_vocabulary(policy_tokenizer, self.tokenizer, model_name_or_path, field=field)
         self.model.eval()

@@ -126,6 +126,22 @@ def load_causal_lm(name: str, *, field: str, trust_remote_code: bool = False, al
         raise ConfigError(f"cannot load a causal LM from {name!r} ({str(err).splitlines()[0]})", field=field) from None
 
 
+def load_sequence_classifier(name: str, *, field: str, what: str = "a reward model", trust_remote_code: bool = False,
+                             allow_pickle: bool = False, **kwargs):
+    """`AutoModelForSequenceClassification.from_pretrained` (reward and value models, judges) in fp32
+    under the same rules as `load_causal_lm`: safetensors only unless `allow_pickle`, damaged weights
+    and load failures as config errors naming `field`."""
+    from transformers import AutoModelForSequenceClassification
+
+    check_weights_files(name, field=field, allow_pickle=allow_pickle)
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            name, trust_remote_code=trust_remote_code, dtype=torch.float32,
+            use_safetensors=None if allow_pickle else True, **kwargs)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot load {name!r} as {what} ({str(err).splitlines()[0]})", field=field) from None
+
+
 def check_vocab(model, tokenizer, model_name: str, *, field: str) -> None:
     """Every token id the tokenizer can produce must have an embedding row."""
     if model.config.vocab_size < len(tokenizer):

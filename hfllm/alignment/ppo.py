@@ -46,7 +46,6 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import (
     AutoConfig,
-    AutoModelForSequenceClassification,
     AutoTokenizer,
     GenerationConfig,
     PreTrainedModel,
@@ -65,7 +64,7 @@ from hfllm.data.loading import load_text_dataset
 from hfllm.errors import ConfigError, DataError
 from hfllm.faults import checkpoint_step, fault_tolerance_callbacks, resume_checkpoint
 from hfllm.memory import keep_freed_memory_on_cpu
-from hfllm.modeling import check_vocab, load_causal_lm, load_tokenizer
+from hfllm.modeling import check_vocab, load_causal_lm, load_sequence_classifier, load_tokenizer
 from hfllm.report import StageContext
 from hfllm.tokenizer import IM_END
 
@@ -805,7 +804,7 @@ def _load_scorer(path: str, field_name: str, tokenizer: PreTrainedTokenizerBase,
     if own_tokenizer is None and config.vocab_size != policy.config.vocab_size:
         raise ConfigError(f"{path} has vocab_size {config.vocab_size}, the policy {policy.config.vocab_size}, and no "
                           "tokenizer to compare: it cannot score the policy's tokens", field=field_name)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    model = load_sequence_classifier(path, field=field_name, num_labels=1)
     if model.config.vocab_size < len(tokenizer):
         raise ConfigError(f"{path} has vocab_size {model.config.vocab_size}, fewer than the tokenizer's "
                           f"{len(tokenizer)} tokens", field=field_name)

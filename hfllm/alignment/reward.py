@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForSequenceClassification, set_seed
+from transformers import set_seed
 from trl import ModelConfig, RewardConfig, RewardTrainer, get_peft_config
 
 from hfllm.alignment.chat_data import load_split, prepare_preference_dataset, prompt_text
@@ -23,7 +23,7 @@ from hfllm.alignment.sft import drop_table, load_chat_tokenizer, write_log_histo
 from hfllm.errors import ConfigError
 from hfllm.faults import fault_tolerance_callbacks, resume_checkpoint
 from hfllm.memory import keep_freed_memory_on_cpu
-from hfllm.modeling import check_vocab
+from hfllm.modeling import check_vocab, load_sequence_classifier
 from hfllm.report import StageContext, loss_plot
 
 
@@ -44,9 +44,10 @@ def _as_text(value) -> str:
 
 
 @torch.no_grad()
-def pairwise_scores(model, tokenizer, ds, batch_size: int = 64) -> tuple[list[float], list[float]]:
-    """The model's score of each pair's chosen and rejected reply (chat template, no padding bias:
-    right-padded, read at each sequence's last token by the model)."""
+def reply_scores(model, tokenizer, prompts: list, replies: list, batch_size: int = 64) -> list[float]:
+    """The model's score of each reply to its prompt (chat template, no padding bias: right-padded,
+    read at each sequence's last token by the model). A prompt is text, messages or None; a reply
+    is messages (rendered with the prompt through the template) or text (appended as is)."""
     model.eval()
 
     def render(prompt, reply) -> str:
@@ -56,17 +57,22 @@ def pairwise_scores(model, tokenizer, ds, batch_size: int = 64) -> tuple[list[fl
             return tokenizer.apply_chat_template(messages, tokenize=False)
         return (prompt or "") + reply
 
+    texts = [render(p, r) for p, r in zip(prompts, replies)]
+    scores: list[float] = []
+    for start in range(0, len(texts), batch_size):
+        ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[start:start + batch_size]]
+        width = max(len(x) for x in ids)
+        input_ids = torch.tensor([x + [tokenizer.pad_token_id] * (width - len(x)) for x in ids])
+        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
+        scores += model(input_ids=input_ids, attention_mask=mask).logits[:, 0].tolist()
+    return scores
+
+
+def pairwise_scores(model, tokenizer, ds, batch_size: int = 64) -> tuple[list[float], list[float]]:
+    """The model's score of each pair's chosen and rejected reply (`reply_scores`)."""
     prompts = ds["prompt"] if "prompt" in ds.column_names else [None] * len(ds)
-    out: dict[str, list[float]] = {"chosen": [], "rejected": []}
-    for column in ("chosen", "rejected"):
-        texts = [render(p, r) for p, r in zip(prompts, ds[column])]
-        for start in range(0, len(texts), batch_size):
-            ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[start:start + batch_size]]
-            width = max(len(x) for x in ids)
-            input_ids = torch.tensor([x + [tokenizer.pad_token_id] * (width - len(x)) for x in ids])
-            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
-            out[column] += model(input_ids=input_ids, attention_mask=mask).logits[:, 0].tolist()
-    return out["chosen"], out["rejected"]
+    return (reply_scores(model, tokenizer, prompts, ds["chosen"], batch_size),
+            reply_scores(model, tokenizer, prompts, ds["rejected"], batch_size))
 
 
 def pairwise_accuracy(chosen: list[float], rejected: list[float]) -> dict[str, float]:
@@ -103,13 +109,9 @@ def run_reward_stage(
     # The score head is new: seeded, so that the same config gives the same model (the Trainer
     # seeds only after the model exists; a resumed run must repeat the killed run's first steps).
     set_seed(training_args.seed)
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_args.model_name_or_path, num_labels=1, dtype=torch.float32, pad_token_id=tokenizer.pad_token_id,
-            trust_remote_code=training_args.trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot load {model_args.model_name_or_path!r} as a reward model "
-                          f"({str(err).splitlines()[0]})", field="model_name_or_path") from None
+    model = load_sequence_classifier(model_args.model_name_or_path, field="model_name_or_path", num_labels=1,
+                                     pad_token_id=tokenizer.pad_token_id,
+                                     trust_remote_code=training_args.trust_remote_code)
     check_vocab(model, tokenizer, model_args.model_name_or_path, field="tokenizer_name")
     output_dir.mkdir(parents=True, exist_ok=True)
     resume = resume_checkpoint(output_dir, training_args.resume_from_checkpoint)  # newest undamaged

@@ -38,7 +38,7 @@ from hfllm.alignment.chat_data import load_split, prompt_text
 from hfllm.alignment.generation import generate_replies, require_chat_template
 from hfllm.alignment.tasks import TASKS, distinct_problems, get_task, task_for_prompt
 from hfllm.errors import CheckFailed, ConfigError
-from hfllm.modeling import load_causal_lm, load_tokenizer
+from hfllm.modeling import load_causal_lm, load_sequence_classifier, load_tokenizer
 from hfllm.report import StageContext
 
 SCORES = "scores.json"
@@ -200,12 +200,10 @@ def run_task_eval_stage(args: TaskEvalArguments, *, context: StageContext) -> di
                    for i, a in enumerate(names) for b in names[:i]}
     reward = None
     if args.reward_model and args.reward_pairs:
-        from transformers import AutoModelForSequenceClassification
-
         from hfllm.alignment.reward import pairwise_accuracy, pairwise_scores
 
         tokenizer = load_tokenizer(args.reward_model, field="reward_model")
-        model = AutoModelForSequenceClassification.from_pretrained(args.reward_model)
+        model = load_sequence_classifier(args.reward_model, field="reward_model")
         pairs = load_split(args.reward_pairs, "test")
         reward = pairwise_accuracy(*pairwise_scores(model, tokenizer, pairs))
     judged = judge_win_rates(args, prompts, outcomes, all_replies)
