@@ -306,3 +306,20 @@ def test_the_prediction_run_reads_each_block_at_most_once():
     assert bounded.tokens <= 20_000_000 and bounded.budget == args.prediction_budget
     smaller = [s for s in shapes if s.params < bounded.params]
     assert all(plan_point(args.prediction_budget, s, batch).tokens > 20_000_000 for s in smaller)
+
+
+def test_a_missed_prediction_says_why():
+    """Where the measured loss lies against the interval, the extrapolation in D, and the profiles that
+    hold no minimum (a law whose optima lie below the sweep's smallest models: none do)."""
+    from hfllm.scaling.report import miss_reasons
+    from hfllm.scaling.stage import Prediction
+
+    truth = Law("t", E=1.2, A=40.0, B=150.0, alpha=0.35, beta=0.30)
+    points = [SweepPoint(p.budget, p.params, p.tokens, truth.loss(p.params, p.tokens), p.id)
+              for p in make_scaling_points()]
+    tokens = 2 * max(p.tokens for p in points)
+    prediction = Prediction("predict", 7.2e13, 6e5, tokens, 3.3, (3.2, 3.4), 2.9, 3.8)
+    text = miss_reasons(fit_points(points), points, prediction)
+    assert "lies below the fit's 95 % interval" in text and "its D is 2.0× the sweep's largest" in text
+    assert "N is" not in text  # 6e5 parameters is inside the sweep's sizes
+    assert "profiles of 2e+12, 6e+12, 1.8e+13 FLOPs hold no minimum" in text and "misses most on c" in text

@@ -68,8 +68,33 @@ def describe(section, args, law: Law, isoflop: IsoflopFit | None, boot: Bootstra
                     f"{prediction.tokens:,.0f}",
                     f"{prediction.predicted:.4f} ({prediction.interval[0]:.4f} – {prediction.interval[1]:.4f})",
                     f"{prediction.measured:.4f}", f"{prediction.error:.4f}", f"{prediction.drop:.4f}", verdict]])
+    if not prediction.goal_met:
+        section.text(miss_reasons(law, points, prediction))
     section.plot(isoflop_plot(points, law, isoflop, prediction), "isoflop",
                  "IsoFLOP profiles with approach 3's curves, the compute-optimal frontier, predicted and measured run")
+
+
+def miss_reasons(law: Law, points: list[SweepPoint], prediction) -> str:
+    """What the sweep itself says about a missed prediction: where the run lies against the interval,
+    how far past the sweep's N and D it reached, which profiles hold no minimum, and which runs the
+    fit misses most."""
+    low, high = prediction.interval
+    where = ("inside" if low <= prediction.measured <= high else
+             "below" if prediction.measured < low else "above")
+    reasons = [f"Why the prediction missed, from the sweep: the measured loss lies {where} the fit's 95 % interval"]
+    for name, value, largest in (("D", prediction.tokens, max(p.tokens for p in points)),
+                                 ("N", prediction.params, max(p.params for p in points))):
+        if value > largest:
+            reasons.append(f"its {name} is {value / largest:.1f}× the sweep's largest, an extrapolation")
+    bracketed = {m.budget for m in isoflop_minima(points) if m.inside}
+    unbracketed = [f"{budget:.3g}" for budget in group_by_budget(points) if budget not in bracketed]
+    if unbracketed:
+        reasons.append(f"the IsoFLOP profiles of {', '.join(unbracketed)} FLOPs hold no minimum inside their sizes "
+                       "(the law's terms are not pinned there)")
+    worst = sorted(points, key=lambda q: -abs(math.log(law.loss(q.params, q.tokens) / q.loss)))[:2]
+    reasons.append("the fit misses most on " + " and ".join(
+        f"{q.id} ({law.loss(q.params, q.tokens):.3f} against {q.loss:.3f})" for q in worst))
+    return "; ".join(reasons) + "."
 
 
 def isoflop_plot(points: list[SweepPoint], law: Law, isoflop: IsoflopFit | None, prediction):
