@@ -42,6 +42,11 @@ def write_inputs(folder: Path, tiny_run: Path) -> dict[str, Path]:
     f["not_utf8"] = folder / "latin1.txt"
     f["not_utf8"].write_bytes(("\n".join(lines[:5]) + "\n").encode() + "café au lait\n".encode("latin-1")
                               + ("\n".join(lines[5:]) + "\n").encode())
+    # The chat stages read JSON rows, not text files: the same Latin-1 bytes inside line 6 of a JSONL file.
+    f["not_utf8_jsonl"] = folder / "latin1.jsonl"
+    f["not_utf8_jsonl"].write_bytes("".join(r + "\n" for r in rows[:5]).encode()
+                                    + '{"text": "café au lait"}\n'.encode("latin-1")
+                                    + "".join(r + "\n" for r in rows[5:]).encode())
     f["missing"] = folder / "nowhere" / "data.jsonl"
     f["mixed_folder"] = folder / "mixed"  # good JSONL rows beside the text file that is not UTF-8
     f["mixed_folder"].mkdir()
@@ -83,7 +88,9 @@ def write_inputs(folder: Path, tiny_run: Path) -> dict[str, Path]:
 # ------------------------------------------------------------------------------------ the stages
 
 
-def base_configs(run: Path, ppo: dict[str, Path]) -> dict[str, dict]:
+def base_configs(run: Path, ppo: dict[str, Path], pairs: Path) -> dict[str, dict]:
+    small_chat = dict(model_name_or_path=str(run / "pretrain"), max_steps=1, per_device_train_batch_size=2,
+                      max_length=64, save_steps=100, bf16=False, use_cpu=True, report_to="none")
     small_pretrain = dict(num_layers=1, hidden_size=32, num_heads=2, max_length=32, per_device_train_batch_size=2,
                           max_steps=2, save_steps=100, precision="fp32", report_to="none")
     return {
@@ -97,22 +104,33 @@ def base_configs(run: Path, ppo: dict[str, Path]) -> dict[str, dict]:
                     model_name_or_path=str(ppo["policy"]), reward_model_path=str(ppo["reward"]),
                     output_dir=str(run / "ppo"), per_device_train_batch_size=2, num_mini_batches=1,
                     total_episodes=2, response_length=4, bf16=False, use_cpu=True, report_to="none"),
+        "sft": dict(dataset_name=str(ppo["prompts"]), output_dir=str(run / "sft"), **small_chat),
+        "reward": dict(dataset_name=str(pairs), output_dir=str(run / "reward"), **small_chat),
+        "dpo": dict(dataset_name=str(pairs), output_dir=str(run / "dpo"), **small_chat),
+        "grpo": dict(dataset_name=str(ppo["prompts"]), model_name_or_path=str(ppo["policy"]),
+                     reward_model_path=str(ppo["reward"]), output_dir=str(run / "grpo"), max_steps=1,
+                     per_device_train_batch_size=2, num_generations=2, max_completion_length=4, bf16=False,
+                     use_cpu=True, report_to="none"),
     }
 
 
-STAGES = {  # stage: recipe (sft, reward, dpo: one line each)
+STAGES = {  # stage: recipe
     "data": "data.py", "tokenizer": "tokenizer.py", "pretrain": "pretrain.py", "eval": "evaluation.py",
-    "ppo": "ppo.py",
+    "ppo": "ppo.py", "sft": "sft.py", "reward": "reward.py", "dpo": "dpo.py", "grpo": "grpo.py",
 }
 WRONG_TYPE = {"data": ("test_fraction", "lots"), "tokenizer": ("vocab_size", "big"), "pretrain": ("max_steps", [3]),
-              "eval": ("max_eval_docs", "all"), "ppo": ("learning_rate", "fast")}
-DATASET_FIELD = {"data": "dataset_name", "tokenizer": "dataset_name", "pretrain": "dataset_name",
-                 "eval": "dataset_name", "ppo": "dataset_name"}
-MODEL_FIELD = {"pretrain": "model_name_or_path", "eval": "model_name_or_path", "ppo": "sft_model_path"}
+              "eval": ("max_eval_docs", "all"), "ppo": ("learning_rate", "fast"), "sft": ("max_steps", "many"),
+              "reward": ("learning_rate", "fast"), "dpo": ("beta", "strong"), "grpo": ("num_generations", "two")}
+DATASET_FIELD = dict.fromkeys(STAGES, "dataset_name")
+MODEL_FIELD = {"pretrain": "model_name_or_path", "eval": "model_name_or_path", "ppo": "sft_model_path",
+               "sft": "model_name_or_path", "reward": "model_name_or_path", "dpo": "model_name_or_path",
+               "grpo": "model_name_or_path"}
+# The column a stage names when a dataset has none of its columns.
+COLUMN = {"ppo": "prompt", "sft": "messages", "reward": "chosen", "dpo": "chosen", "grpo": "prompt"}
+CHAT_STAGES = ("sft", "reward", "dpo", "grpo")  # they read JSON rows: no text files
 
 # What a stage reads from a single file: which of its fields' splits to point at the file's one split.
-ONE_FILE = {"tokenizer": {"dataset_test_split": "train"}, "eval": {"dataset_test_split": "train"},
-            "pretrain": {}, "ppo": {}, "data": {}}
+ONE_FILE = {"tokenizer": {"dataset_test_split": "train"}, "eval": {"dataset_test_split": "train"}}
 
 
 def cases():
@@ -127,16 +145,17 @@ def cases():
             (stage, "missing_dataset", {DATASET_FIELD[stage]: "@missing"}, ["nowhere/data.jsonl", "not found"]),
         ]
         if stage != "data":  # the data stage quarantines bad rows: see the tests below
-            column = "prompt" if stage == "ppo" else "text"
+            one_file = ONE_FILE.get(stage, {})
+            not_utf8 = (({DATASET_FIELD[stage]: "@not_utf8_jsonl"}, "latin1.jsonl") if stage in CHAT_STAGES else
+                        ({DATASET_FIELD[stage]: "@not_utf8", **({"dataset_text_field": "text"} if stage != "ppo"
+                                                                else {})}, "latin1.txt"))
             out += [
-                (stage, "mis_shaped_dataset", {DATASET_FIELD[stage]: "@wrong_column", **ONE_FILE[stage]},
-                 ["wrong_column.jsonl", column]),
-                (stage, "empty_file", {DATASET_FIELD[stage]: "@empty", **ONE_FILE[stage]}, ["empty.jsonl"]),
-                (stage, "broken_jsonl_row", {DATASET_FIELD[stage]: "@broken_jsonl", **ONE_FILE[stage]},
+                (stage, "mis_shaped_dataset", {DATASET_FIELD[stage]: "@wrong_column", **one_file},
+                 ["wrong_column.jsonl", COLUMN.get(stage, "text")]),
+                (stage, "empty_file", {DATASET_FIELD[stage]: "@empty", **one_file}, ["empty.jsonl"]),
+                (stage, "broken_jsonl_row", {DATASET_FIELD[stage]: "@broken_jsonl", **one_file},
                  ["broken.jsonl", "line 4"]),
-                (stage, "not_utf8_row", {DATASET_FIELD[stage]: "@not_utf8", **ONE_FILE[stage],
-                                         **({"dataset_text_field": "text"} if stage != "ppo" else {})},
-                 ["latin1.txt", "line 6", "UTF-8"]),
+                (stage, "not_utf8_row", {**not_utf8[0], **one_file}, [not_utf8[1], "line 6", "UTF-8"]),
             ]
         else:
             out += [(stage, "mis_shaped_dataset", {"dataset_name": "@wrong_column"}, ["wrong_column.jsonl", "text"]),
@@ -163,6 +182,10 @@ def cases():
          ["field 'reward_model_path'", "not a reward model"]),
         ("eval", "tokenizer_yields_no_tokens", {"model_name_or_path": "@no_tokens_model"},
          ["field 'model_name_or_path'", "no tokens"]),
+        *[(stage, "tokenizer_bigger_than_model", {"tokenizer_name": "@bigger_tokenizer"},
+           ["field 'tokenizer_name'", "5048", "2048"]) for stage in ("sft", "reward", "dpo")],
+        ("grpo", "reward_model_of_another_tokenizer", {"reward_model_path": "@run/pretrain"},
+         ["field 'reward_model_path'"]),
     ]
     return out
 
@@ -182,6 +205,7 @@ def tree_hashes(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def world(tiny_run, tmp_path_factory):
     """A copy of the tiny run (what an earlier run wrote), the bad inputs, and PPO's models."""
+    import datasets
     import ppo_models
 
     root = tmp_path_factory.mktemp("bad_input")
@@ -191,12 +215,19 @@ def world(tiny_run, tmp_path_factory):
     files = write_inputs(root, tiny_run)
     ppo = ppo_models.save_models(root / "ppo_models", ppo_models.tokenizer())
     ppo["prompts"] = ppo_models.prompt_dataset(root / "prompts")
+    pairs = root / "pairs"  # preference pairs for the reward model and DPO: real sentences, two replies each
+    questions = ppo_models.sentences(12)
+    datasets.Dataset.from_dict({
+        "prompt": [[{"role": "user", "content": q}] for q in questions],
+        "chosen": [[{"role": "assistant", "content": a}] for a in questions[1:] + questions[:1]],
+        "rejected": [[{"role": "assistant", "content": "I do not know."}] for _ in questions],
+    }).save_to_disk(str(pairs))
     files["no_tokens_model"] = root / "no_tokens_model"  # the tiny model beside the no-tokens tokenizer
     shutil.copytree(tiny_run / "pretrain", files["no_tokens_model"],
                     ignore=shutil.ignore_patterns("checkpoint-*", "tokenizer*", "chat_template*"))
     for p in files["no_tokens_tokenizer"].iterdir():
         shutil.copy(p, files["no_tokens_model"] / p.name)
-    return root, run, files, base_configs(run, ppo)
+    return root, run, files, base_configs(run, ppo, pairs)
 
 
 def resolve(value, run: Path, files: dict[str, Path]):

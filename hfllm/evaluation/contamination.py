@@ -20,8 +20,6 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from hfllm.evaluation.bpb import nll_per_text
-
 _WORD = re.compile(r"\w+")
 
 
@@ -129,6 +127,8 @@ def ordering_test(model, tokenizer, examples: Sequence[str], *, shards: int = 10
         texts.append(separator.join(shard))
         for _ in range(permutations):
             texts.append(separator.join(rng.sample(shard, len(shard))))
+    from hfllm.evaluation.bpb import nll_per_text  # torch and lm-eval: only where a model is scored
+
     loglik = [-s.nll_nats for s in nll_per_text(model, tokenizer, texts, batch_size=batch_size)]
     per_shard = permutations + 1
     diffs = tuple(loglik[k * per_shard] - sum(loglik[k * per_shard + 1 : (k + 1) * per_shard]) / permutations

@@ -36,13 +36,15 @@ from dataclasses import asdict, dataclass, field
 from importlib.resources import files
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from hfllm.errors import DataError
-from hfllm.evaluation.harness import HarnessRun, run_lm_eval
 from hfllm.evaluation.python_questions import LETTERS, SUBJECT_DESCRIPTIONS, SUBJECTS, multiple_choice_items
+
+if TYPE_CHECKING:  # lm-eval is imported where items are scored, not where they are written (the data stage)
+    from hfllm.evaluation.harness import HarnessRun
 
 TASK_FOLDER = "hfllm_mmlu"
 SCORINGS = {"letter": "hfllm_mmlu", "text": "hfllm_mmlu_text", "generation": "hfllm_mmlu_gen"}
@@ -245,6 +247,8 @@ def score_mmlu_three_ways(
     this many test items per subject; `samples_dir`: lm-eval's per-item samples and results there.
     """
     task = load_mmlu_task(task_dir)
+    from hfllm.evaluation.harness import run_lm_eval
+
     run = run_lm_eval(model, tokenizer, [SCORINGS[s] for s in scorings], include_path=Path(task_dir).resolve(),
                       include_defaults=False, num_fewshot=num_fewshot, chat=chat, limit=limit,
                       batch_size=batch_size, samples_dir=samples_dir)
