@@ -213,12 +213,11 @@ def plan_prediction(args: ScalingArguments, optimal_params: float, vocab_size: i
     that still reads each block at most once."""
     budget = args.prediction_budget
     shapes = args.shapes(vocab_size, max_length)
-    target = optimal_params
-    if unique_tokens is not None:
-        fitting = [s for s in shapes if plan_point(budget, s, batch_tokens).tokens <= unique_tokens]
-        if fitting and plan_point(budget, shape_for(target, shapes, "the prediction run"), batch_tokens).tokens \
-                > unique_tokens:
-            return plan_point(budget, fitting[0], batch_tokens, prefix="predict_c")
-    shape = shape_for(target, shapes,
+    shape = shape_for(optimal_params, shapes,
                       f"the prediction run ({budget:.3g} FLOPs, compute-optimal N {optimal_params:,.0f})")
-    return plan_point(budget, shape, batch_tokens, prefix="predict_c")
+    point = plan_point(budget, shape, batch_tokens, prefix="predict_c")
+    if unique_tokens is not None and point.tokens > unique_tokens:
+        fitting = [s for s in shapes if plan_point(budget, s, batch_tokens).tokens <= unique_tokens]
+        if fitting:  # none: check_single_pass names the shortfall
+            point = plan_point(budget, fitting[0], batch_tokens, prefix="predict_c")
+    return point
