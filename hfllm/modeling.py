@@ -126,8 +126,8 @@ def load_causal_lm(name: str, *, field: str, trust_remote_code: bool = False, al
         raise ConfigError(f"cannot load a causal LM from {name!r} ({str(err).splitlines()[0]})", field=field) from None
 
 
-def load_sequence_classifier(name: str, *, field: str, what: str = "a reward model", trust_remote_code: bool = False,
-                             allow_pickle: bool = False, **kwargs):
+def load_sequence_classifier(name: str, *, field: str, trust_remote_code: bool = False, allow_pickle: bool = False,
+                             **kwargs):
     """`AutoModelForSequenceClassification.from_pretrained` (reward and value models, judges) in fp32
     under the same rules as `load_causal_lm`: safetensors only unless `allow_pickle`, damaged weights
     and load failures as config errors naming `field`."""
@@ -139,7 +139,8 @@ def load_sequence_classifier(name: str, *, field: str, what: str = "a reward mod
             name, trust_remote_code=trust_remote_code, dtype=torch.float32,
             use_safetensors=None if allow_pickle else True, **kwargs)
     except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot load {name!r} as {what} ({str(err).splitlines()[0]})", field=field) from None
+        raise ConfigError(f"cannot load {name!r} as a reward model ({str(err).splitlines()[0]})",
+                          field=field) from None
 
 
 def check_vocab(model, tokenizer, model_name: str, *, field: str) -> None:

@@ -9,6 +9,7 @@ the text column altogether is one error naming the file and the column.
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from collections import Counter
@@ -94,9 +95,19 @@ def load_text_dataset(
     return ds
 
 
-def _first_non_utf8_line(path: Path) -> str | None:
+def _first_non_utf8_line(path: Path, chunk_bytes: int = 1 << 24) -> str | None:
     """The first line (1-based) of a text file that is not UTF-8. Checked before loading: datasets'
-    JSON reader replaces such bytes with U+FFFD and loads the row, altered and unannounced."""
+    JSON reader replaces such bytes with U+FFFD and loads the row, altered and unannounced. The
+    file is decoded in 16 MiB chunks (C speed); lines are read one by one only when it is not UTF-8."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(chunk_bytes):
+                decoder.decode(chunk)
+        decoder.decode(b"", final=True)  # a multi-byte character cut off at the end of the file
+        return None
+    except UnicodeDecodeError:
+        pass
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
             try:
@@ -109,7 +120,7 @@ def _first_non_utf8_line(path: Path) -> str | None:
 def _first_unreadable_line(path: Path) -> str | None:
     """Why a text or JSON Lines file cannot be read, naming its first bad line (1-based): a line
     that is not UTF-8, a JSONL line that is not JSON, or no content at all. Called only after the
-    loader failed, so a good file is never scanned twice."""
+    loader failed, so a good file is never parsed twice."""
     has_content = False
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
