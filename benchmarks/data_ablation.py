@@ -77,6 +77,9 @@ def main() -> None:
     parser.add_argument("--run_dir", default="runs/ablation")
     parser.add_argument("--profile", default="tiny")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--record", metavar="JSON",
+                        help="also write the figures here (e.g. benchmarks/results/data_ablation.json), "
+                             "for the data stage's `ablation_results` to quote in the report")
     parser.add_argument("--max_bytes_per_source", type=int,
                         help="the raw pool's size (the profile's corpus_max_bytes_per_source otherwise): "
                              "large enough that the token budget does not repeat the cleaned text")
@@ -124,9 +127,9 @@ def main() -> None:
     def metrics(path: Path) -> dict:
         return json.loads((path / MANIFEST).read_text())["metrics"]
 
-    read_bytes = metrics(models["raw"][0])["tokens_seen"] * metrics(tokenizer)["train_bytes_per_token"]
-    passes = {variant: read_bytes / metrics(path)["train_bytes"] for variant, path in data.items()}
     tokens_seen = metrics(models["raw"][0])["tokens_seen"]
+    read_bytes = tokens_seen * metrics(tokenizer)["train_bytes_per_token"]
+    passes = {variant: read_bytes / metrics(path)["train_bytes"] for variant, path in data.items()}
     print(f"each model reads {tokens_seen:,} tokens: the cleaned training text {passes['cleaned']:.1f} times over, "
           f"the raw {passes['raw']:.1f} times")
     results = {"profile": args.profile, "seeds": args.seeds, "bigram_floor": floors, "passes_over_data": passes,
@@ -151,6 +154,19 @@ def main() -> None:
         print(f"{name}: raw − cleaned = {gap:.4f} bits/byte; 2 × seed sd = {margin:.4f}: "
               f"{'met' if gap > margin else 'NOT met'}")
     (run / "ablation.json").write_text(json.dumps(results, indent=1))
+    if args.record:
+        record(results, Path(args.record), args)
+
+
+def record(results: dict, path: Path, args: argparse.Namespace) -> None:
+    """The figures the report quotes, with when, where and how they were measured."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").exists() else "unknown CPU"
+    command = "python benchmarks/data_ablation.py" + (f" --max_bytes_per_source {args.max_bytes_per_source}"
+                                                      if args.max_bytes_per_source else "")
+    recorded = {"recorded": f"{time.strftime('%Y-%m-%d')}, {cpu}, {os.cpu_count()} cores, `{command}`", **results}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(recorded, indent=1) + "\n")
 
 
 if __name__ == "__main__":

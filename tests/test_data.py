@@ -219,3 +219,33 @@ def test_an_unreadable_file_is_one_line_naming_its_first_bad_line(tmp_path, name
     with pytest.raises(DataError) as err:
         load_text_dataset(str(path), "train")
     assert expected in err.value.one_line(), err.value.one_line()
+
+
+def test_the_report_quotes_the_recorded_ablation(tmp_path):
+    """The data stage quotes `benchmarks/data_ablation.py --record`'s figures: mean ± seed sd per
+    variant and held-out set (hand-computed below), the goal's verdict, and a plot."""
+    from hfllm.data.stage import quote_ablation, read_ablation
+    from hfllm.errors import ConfigError
+
+    recorded = {"recorded": "2026-12-02, a test", "profile": "tiny", "seeds": [1, 2],
+                "bits_per_byte": {"text": {"raw": [2.3, 2.5], "cleaned": [2.1, 2.1]},
+                                  "code": {"raw": [2.0, 2.0], "cleaned": [1.9, 1.9]}},
+                "text_goal": {"raw_minus_cleaned": 0.3, "twice_sd": 0.2828, "met": True},
+                "code_goal": {"raw_minus_cleaned": 0.1, "twice_sd": 0.0, "met": True}}
+    path = tmp_path / "ablation.json"
+    path.write_text(json.dumps(recorded))
+    section = Section("data", "Data")
+    quote_ablation(section, read_ablation(str(path)), str(path))
+    text = "\n".join(section.blocks)
+    # raw on text: mean 2.4, sample sd of (2.3, 2.5) = 0.1414
+    assert "| raw | 2.400 ± 0.141 | 2.000 ± 0.000 |" in text
+    assert "| cleaned | 2.100 ± 0.000 | 1.900 ± 0.000 |" in text
+    assert "held-out text: raw − cleaned +0.300, goal (> 2 sd = 0.283) met" in text
+    assert "(plots/data_ablation.png)" in text and len(section._figures) == 1
+
+    for bad, says in ((tmp_path / "missing.json", "not readable"), (tmp_path / "no_table.json", "bits_per_byte")):
+        if bad.name == "no_table.json":
+            bad.write_text('{"profile": "tiny"}')
+        with pytest.raises(ConfigError) as err:
+            read_ablation(str(bad))
+        assert says in str(err.value) and err.value.field == "ablation_results"

@@ -34,6 +34,8 @@ def test_make_demo_passes_every_gate(tmp_path):
     # the data stage decontaminated against the run's MMLU items and wrote the copy the eval stage read
     assert (run_dir / "tasks" / "hfllm_mmlu" / "task.json").exists()
     assert "The MMLU-format task was written by this stage" not in report
+    # the data section quotes the recorded cleaning ablation, with its plot
+    assert "Does cleaning help?" in report and (run_dir / "plots" / "data_ablation.png").exists()
 
 
 def test_the_demo_post_training_chain_continues_the_demo_run(tmp_path):

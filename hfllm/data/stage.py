@@ -50,7 +50,7 @@ from hfllm.data.quality import QualityClassifier, QualityFilter, train_quality_c
 from hfllm.data.split import is_held_out
 from hfllm.data.urls import UrlBlocklist
 from hfllm.errors import ConfigError, DataError
-from hfllm.report import TASKS_DIR, StageContext
+from hfllm.report import TASKS_DIR, Section, StageContext
 
 BLOCKS = ("extract", "urls", "domains", "language", "rules", "unsafe_pii", "dedup", "quality", "decontaminate")
 PER_DOCUMENT = BLOCKS[:6]
@@ -135,6 +135,9 @@ class DataArguments:
         default=None, metadata={"help": "The run's lm-eval task directory (default: <run>/tasks; a recipe run alone: "
                                         "<output_dir>/tasks)."})
     num_proc: int | None = field(default=2, metadata={"help": "Processes for the blocks (datasets.map)."})
+    ablation_results: str | None = field(
+        default=None, metadata={"help": "Figures `benchmarks/data_ablation.py --record` wrote (raw pool against "
+                                        "the cleaned mixture), quoted in the report with a plot."})
     seed: int = field(default=0, metadata={"help": "Seed of the MinHash permutations and classifier sample."})
     output_dir: str = field(default="hfllm-data", metadata={"help": "Where the DatasetDict is saved."})
 
@@ -402,6 +405,7 @@ def run_data_stage(args: DataArguments, *, context: StageContext) -> dict[str, A
     """Read, split, clean and save; the report section gets the per-block table."""
     started = time.perf_counter()
     where = args.dataset_name or "embedded pool"
+    ablation = read_ablation(args.ablation_results) if args.ablation_results else None
     quarantine = Quarantine()
     with reader_pool(args) as readers:
         # the reference set is read beside the pool's sources, and waited for at the quality block
@@ -462,7 +466,67 @@ def run_data_stage(args: DataArguments, *, context: StageContext) -> dict[str, A
         "removed": {f"{r.block}/{reason}": n for r in cleaned.reports["train"] for reason, n in r.removed.items()},
     }
     _write_section(context, args, report, cleaned, mixture, len(final))
+    if ablation is not None:
+        quote_ablation(context.section, ablation, args.ablation_results)
     return metrics
+
+
+ABLATION_SETS = {"text": "held-out text", "text_no_licence": "text without licences", "code": "held-out code"}
+
+
+def read_ablation(path: str) -> dict[str, Any]:
+    """The ablation's recorded figures, checked before the stage runs (one error naming the file)."""
+    try:
+        recorded = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{path}: not readable as the ablation's JSON ({err})", field="ablation_results") from None
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("bits_per_byte"), dict):
+        raise ConfigError(f"{path}: no `bits_per_byte` table (write it with benchmarks/data_ablation.py --record)",
+                          field="ablation_results")
+    return recorded
+
+
+def quote_ablation(section: Section, recorded: dict[str, Any], path: str) -> None:
+    """Whether cleaning helped, as measured (not claimed): each variant's held-out bits per byte,
+    mean ± seed sd, and the goal's verdict per held-out set, with a bar plot."""
+    import statistics
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = recorded["bits_per_byte"]
+    sets = [name for name in ABLATION_SETS if name in table] or list(table)
+    variants = list(table[sets[0]])
+
+    def cell(values: list[float]) -> str:
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+
+    section.text(f"Does cleaning help? `benchmarks/data_ablation.py` ({recorded.get('recorded', 'recorded')}; "
+                 f"{recorded.get('profile', '?')} model, seeds {recorded.get('seeds', '?')}): bits per byte on the "
+                 f"cleaned run's held-out split, mean ± seed sd (`{path}`).")
+    section.table(["variant", *[ABLATION_SETS.get(n, n) for n in sets]],
+                  [[v, *[cell(table[n][v]) for n in sets]] for v in variants])
+    verdicts = [f"{ABLATION_SETS.get(n, n)}: raw − cleaned {g['raw_minus_cleaned']:+.3f}, goal (> 2 sd = "
+                f"{g['twice_sd']:.3f}) {'met' if g['met'] else 'NOT met'}"
+                for n in sets if (g := recorded.get(f"{n}_goal"))]
+    if verdicts:
+        section.text("; ".join(verdicts) + ".")
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    width = 0.8 / len(variants)
+    for i, v in enumerate(variants):
+        means = [statistics.mean(table[n][v]) for n in sets]
+        sds = [statistics.stdev(table[n][v]) if len(table[n][v]) > 1 else 0.0 for n in sets]
+        ax.bar([j + i * width for j in range(len(sets))], means, width, yerr=sds, capsize=3, label=v)
+    ax.set_xticks([j + width * (len(variants) - 1) / 2 for j in range(len(sets))],
+                  [ABLATION_SETS.get(n, n) for n in sets])
+    ax.set_ylabel("bits per byte (lower is better)")
+    low = min(statistics.mean(table[n][v]) for n in sets for v in variants)
+    ax.set_ylim(bottom=max(0.0, low - 0.3))
+    ax.legend(fontsize=8)
+    section.plot(fig, "ablation", "raw pool against the cleaned mixture, held-out bits per byte")
 
 
 def _write_section(context: StageContext, args: DataArguments, report: dict[str, Any], cleaned: Cleaned,
