@@ -160,8 +160,8 @@ def main() -> None:
 
 def record(results: dict, path: Path, args: argparse.Namespace) -> None:
     """The figures the report quotes, with when, where and how they were measured."""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").exists() else "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "unknown CPU")
     command = "python benchmarks/data_ablation.py" + (f" --max_bytes_per_source {args.max_bytes_per_source}"
                                                       if args.max_bytes_per_source else "")
     recorded = {"recorded": f"{time.strftime('%Y-%m-%d')}, {cpu}, {os.cpu_count()} cores, `{command}`", **results}

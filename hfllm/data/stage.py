@@ -499,16 +499,15 @@ def quote_ablation(section: Section, recorded: dict[str, Any], path: str) -> Non
     table = recorded["bits_per_byte"]
     sets = [name for name in ABLATION_SETS if name in table] or list(table)
     variants = list(table[sets[0]])
+    stats = {(n, v): (statistics.mean(table[n][v]), statistics.stdev(table[n][v]) if len(table[n][v]) > 1 else 0.0)
+             for n in sets for v in variants}  # (mean, seed sd)
+    labels = [ABLATION_SETS.get(n, n) for n in sets]
 
-    def cell(values: list[float]) -> str:
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.mean(values):.3f} ± {sd:.3f}"
-
-    section.text(f"Does cleaning help? `benchmarks/data_ablation.py` ({recorded.get('recorded', 'recorded')}; "
+    section.text(f"Does cleaning help? `benchmarks/data_ablation.py` ({recorded.get('recorded', 'undated')}; "
                  f"{recorded.get('profile', '?')} model, seeds {recorded.get('seeds', '?')}): bits per byte on the "
                  f"cleaned run's held-out split, mean ± seed sd (`{path}`).")
-    section.table(["variant", *[ABLATION_SETS.get(n, n) for n in sets]],
-                  [[v, *[cell(table[n][v]) for n in sets]] for v in variants])
+    section.table(["variant", *labels],
+                  [[v, *[f"{stats[n, v][0]:.3f} ± {stats[n, v][1]:.3f}" for n in sets]] for v in variants])
     verdicts = [f"{ABLATION_SETS.get(n, n)}: raw − cleaned {g['raw_minus_cleaned']:+.3f}, goal (> 2 sd = "
                 f"{g['twice_sd']:.3f}) {'met' if g['met'] else 'NOT met'}"
                 for n in sets if (g := recorded.get(f"{n}_goal"))]
@@ -517,14 +516,11 @@ def quote_ablation(section: Section, recorded: dict[str, Any], path: str) -> Non
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
     width = 0.8 / len(variants)
     for i, v in enumerate(variants):
-        means = [statistics.mean(table[n][v]) for n in sets]
-        sds = [statistics.stdev(table[n][v]) if len(table[n][v]) > 1 else 0.0 for n in sets]
-        ax.bar([j + i * width for j in range(len(sets))], means, width, yerr=sds, capsize=3, label=v)
-    ax.set_xticks([j + width * (len(variants) - 1) / 2 for j in range(len(sets))],
-                  [ABLATION_SETS.get(n, n) for n in sets])
+        ax.bar([j + i * width for j in range(len(sets))], [stats[n, v][0] for n in sets], width,
+               yerr=[stats[n, v][1] for n in sets], capsize=3, label=v)
+    ax.set_xticks([j + width * (len(variants) - 1) / 2 for j in range(len(sets))], labels)
     ax.set_ylabel("bits per byte (lower is better)")
-    low = min(statistics.mean(table[n][v]) for n in sets for v in variants)
-    ax.set_ylim(bottom=max(0.0, low - 0.3))
+    ax.set_ylim(bottom=max(0.0, min(mean for mean, _ in stats.values()) - 0.3))
     ax.legend(fontsize=8)
     section.plot(fig, "ablation", "raw pool against the cleaned mixture, held-out bits per byte")
 
