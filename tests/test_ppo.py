@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import datasets
 import ppo_models
@@ -26,7 +27,15 @@ from transformers import (
 )
 from trl import ModelConfig
 
-from hfllm.alignment.ppo import PPOConfig, PPOScriptArguments, PPOTrainer, run_ppo_stage, tokenize_prompts
+from hfllm.alignment.ppo import (
+    PPOConfig,
+    PPOScriptArguments,
+    PPOTrainer,
+    chat_turn_end_ids,
+    run_ppo_stage,
+    tokenize_prompts,
+)
+from hfllm.alignment.reward import reply_scores
 from hfllm.errors import ConfigError, DataError
 from hfllm.report import Section, StageContext
 from hfllm.tokenizer import CHAT_TEMPLATE, EOS, IM_END, train_bpe
@@ -122,6 +131,27 @@ def test_stop_token_chat_default_eos_and_id(artefacts):
     with pytest.raises(ValueError, match="not both"):
         PPOTrainer(PPOConfig(output_dir="x", bf16=False, stop_token="eos", stop_token_id=7), tok,
                    *[None] * 5)
+
+
+def test_replies_are_scored_where_the_reward_model_was_trained(artefacts):
+    """The reward stage scores a conversation at the end of its chat template (`reply_scores`, as
+    TRL's RewardTrainer trains it): past `<|im_end|>`, its newline. PPO reads its score there too;
+    with `score_turn_end` off, at the stop token, as TRL 1.12 did — another score."""
+    _, tok, paths, _ = artefacts
+    im_end = tok.convert_tokens_to_ids(IM_END)
+    newline = tok("\n", add_special_tokens=False)["input_ids"]
+    assert chat_turn_end_ids(tok, im_end) == newline and chat_turn_end_ids(tok, None) == []
+    reward = AutoModelForSequenceClassification.from_pretrained(paths["reward"], dtype=torch.float32).eval()
+    question, answer = [{"role": "user", "content": "What is two and two?"}], "It is four."
+    query = torch.tensor([tok.apply_chat_template(question, add_generation_prompt=True, tokenize=True)["input_ids"]])
+    reply = tok(answer + IM_END, add_special_tokens=False)["input_ids"]
+    replies, last = torch.tensor([reply + [tok.pad_token_id] * 2]), torch.tensor([len(reply) - 1])
+    expected = reply_scores(reward, tok, [question], [[{"role": "assistant", "content": answer}]])[0]
+    trainer = SimpleNamespace(processing_class=tok, stop_token_id=im_end, reward_model=reward, turn_end_ids=newline)
+    with torch.no_grad():
+        assert PPOTrainer.score(trainer, query, replies, last).item() == pytest.approx(expected, abs=1e-5)
+        trainer.turn_end_ids = []  # score_turn_end: false
+        assert abs(PPOTrainer.score(trainer, query, replies, last).item() - expected) > 1e-3
 
 
 # --------------------------------------------------------------------------------------- stage
@@ -286,8 +316,6 @@ def test_trl_ppo_script_flags_parse():
 
 
 def test_task_verifier_checks_replies_against_the_recomputed_answer():
-    from types import SimpleNamespace
-
     from hfllm.alignment.ppo import task_verifier
 
     conversations = datasets.Dataset.from_list([

@@ -108,6 +108,17 @@ def test_missing_stop_penalty_and_truncation(chat_tokenizer):
     assert pm.last_token_indices(T([[pad, pad, pad]]), pad).tolist() == [-1]
 
 
+def test_turn_end_appended_after_the_stop_token():
+    # Pad 0, stop 9, the template's end of turn [5, 6]: the reply that ended gets it after its stop
+    # token and its last index moves by 2; one cut at the width and one all pad keep theirs.
+    replies, last = T([[3, 9, 0], [3, 4, 4], [0, 0, 0]]), T([1, 2, -1])
+    widened, moved = pm.append_after_stop(replies, last, 9, [5, 6], 0)
+    assert widened.tolist() == [[3, 9, 5, 6, 0], [3, 4, 4, 0, 0], [0, 0, 0, 0, 0]]
+    assert moved.tolist() == [3, 2, -1]
+    same, kept = pm.append_after_stop(replies, last, 9, [], 0)  # no end of turn: as TRL
+    assert same is replies and kept is last
+
+
 def test_rewards_kl_and_masks():
     # log p = log ½, log q = log ¼: k1 = log 2, k3 = (q/p - 1) - log(q/p) = ½ - 1 + log 2.
     logp, logq = torch.full((1, 3), math.log(0.5)), torch.full((1, 3), math.log(0.25))

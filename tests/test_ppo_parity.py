@@ -142,8 +142,10 @@ class ReplayPPOTrainer(PPOTrainer):
 
 
 def run_hfllm(spec, tokenizer, scenario, record, out: Path, **override):
+    # score_turn_end off: TRL 1.12 read the score at the stop token (hfllm's default reads it past
+    # the chat template's end of turn, where the reward model was trained to score)
     args = PPOConfig(output_dir=str(out), report_to="none", save_strategy="no", num_sample_generations=0,
-                     disable_tqdm=True, **{**scenario["config"], **override})
+                     disable_tqdm=True, score_turn_end=False, **{**scenario["config"], **override})
     policy = AutoModelForCausalLM.from_pretrained(spec["policy"], dtype=torch.float32)
     ref = AutoModelForCausalLM.from_pretrained(spec["reference"], dtype=torch.float32)
     reward = AutoModelForSequenceClassification.from_pretrained(spec["reward"], num_labels=1, dtype=torch.float32)

@@ -102,6 +102,34 @@ def test_feedback_pairs_ranked_by_a_judge(instructions, tiny_dir, tmp_path):
     assert datasets.load_from_disk(str(tmp_path / "again"))["train"]["chosen"] == dd["train"]["chosen"]
 
 
+def test_near_misses_join_the_training_pairs_only(instructions, tiny_dir, tmp_path):
+    out, _ = instructions
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir / "tokenizer")
+    rm = _random_reward_model(tmp_path / "rm", tokenizer)
+    args = FeedbackArguments(model_name_or_path=str(tiny_dir / "pretrain"), dataset_name=str(out), num_prompts=40,
+                             num_samples=2, max_new_tokens=8, judge=f"reward_model:{rm}", near_misses_per_prompt=2,
+                             test_fraction=0.25, output_dir=str(tmp_path / "feedback"))
+    metrics = run_feedback_stage(args, context=context(tmp_path, "feedback"))
+    dd = datasets.load_from_disk(str(tmp_path / "feedback"))
+    near = [r for r in dd["train"] if r["source"] == "near miss"]
+    assert len(near) == metrics["pairs_near_miss"] > 0
+    assert set(dd["test"]["source"]) == {"sampled"}  # the held-out pairs stay the policy's own replies
+    test_prompts = {p[0]["content"] for p in dd["test"]["prompt"]}
+    for row in near:
+        prompt, rejected = row["prompt"][0]["content"], row["rejected"][0]["content"]
+        assert prompt not in test_prompts
+        task = task_for_prompt(prompt)
+        assert rejected in task.near_misses(prompt) and not task.verify(prompt, rejected)
+        assert row["score_rejected"] < row["score_chosen"]
+    # Every near miss drawn is a pair or a counted drop; a prompt whose task has none is counted too.
+    prompts = [p[0]["content"] for p in datasets.load_from_disk(str(out))["prompts"]["prompt"][:40]]
+    train_side = [p for p in prompts if p not in test_prompts]
+    misses = [len(task_for_prompt(p).near_misses(p)) for p in train_side]
+    dropped = metrics["dropped"]
+    assert len(near) + dropped.get("near miss not ranked below the best sample", 0) == sum(min(2, n) for n in misses)
+    assert dropped.get("no near miss for the prompt's task", 0) == misses.count(0) > 0  # short reversals
+
+
 def test_feedback_without_any_pair_is_an_error(instructions, tiny_dir, tmp_path):
     out, _ = instructions  # the pretrained model never solves a problem: every verifier score is 0
     args = FeedbackArguments(model_name_or_path=str(tiny_dir / "pretrain"), dataset_name=str(out), num_prompts=10,

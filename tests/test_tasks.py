@@ -65,6 +65,27 @@ def test_teacher_mistakes_are_wrong_answers():
             assert wrong is None or not TASKS[name].verify(p.prompt, wrong)
 
 
+def test_near_misses_are_one_slip_from_the_right_reply():
+    add = TASKS["addition"]
+    # 47+38: the carry forgotten, the units' sum one off either way, the tens' sum one off either way.
+    assert add.near_misses("What is 47+38?") == [
+        "7+8=15, 4+3=7, answer 75", "7+8=14, 1+4+3=8, answer 84", "7+8=16, 1+4+3=8, answer 86",
+        "7+8=15, 1+4+3=7, answer 75", "7+8=15, 1+4+3=9, answer 95"]
+    # 12+34 has no carry: one is written where none belongs.
+    assert add.near_misses("12+34=?")[0] == "2+4=6, 1+1+3=5, answer 56"
+    # 10+10: a units' sum of -1 is no slip anyone makes; the rest are there.
+    assert add.near_misses("Add 10 and 10.") == [
+        "0+0=0, 1+1+1=3, answer 30", "0+0=1, 1+1=2, answer 21", "0+0=0, 1+1=1, answer 10",
+        "0+0=0, 1+1=3, answer 30"]
+    # Other tasks fall back to the teacher's mistake where the problem admits one.
+    assert TASKS["addition_plain"].near_misses("What is 47+38?") == ["75"]
+    assert TASKS["larger"].near_misses("Which is larger, 147 or 238?") == []  # units order agrees
+    assert TASKS["larger"].near_misses("Which is larger, 149 or 238?") == ["149"]
+    assert add.near_misses("What is the capital of France?") == []
+    for prompt in ("What is 47+38?", "12+34=?", "Add 99 and 99."):
+        assert all(not verify(prompt, miss) for miss in add.near_misses(prompt))
+
+
 def test_held_out_problems_never_on_the_training_side():
     names = ["addition", "larger", "reverse"]
     train = sample_problems(names, 3000, seed=3)

@@ -55,6 +55,21 @@ def penalize_missing_stop(
     return torch.where(ended, scores, scores - penalty)
 
 
+def append_after_stop(responses: torch.Tensor, last_indices: torch.Tensor, stop_token_id: int | None,
+                      suffix: list[int], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(replies, last)`: `suffix` written after the last token of each reply that ends with
+    `stop_token_id` (the chat template's text past the end of a turn), the replies widened by its
+    length, and each reply's new last index; unchanged without a suffix."""
+    if not suffix or stop_token_id is None:
+        return responses, last_indices
+    rows = torch.arange(responses.shape[0], device=responses.device)
+    ended = (last_indices >= 0) & (responses[rows, last_indices.clamp(min=0)] == stop_token_id)
+    widened = torch.cat([responses, responses.new_full((responses.shape[0], len(suffix)), pad_token_id)], 1)
+    for offset, token in enumerate(suffix, start=1):
+        widened[rows[ended], last_indices[ended] + offset] = token
+    return widened, last_indices + len(suffix) * ended.long()
+
+
 def response_masks(last_indices: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`(padding_mask, padding_mask_p1)`: True past each reply's last token, and True past the
     position after it (where the score sits, and whose value is still trained)."""

@@ -17,7 +17,13 @@ rows, conversational, for sampling feedback and for PPO), all from the tasks' tr
 Feedback (`run_feedback_stage`): k replies per prompt sampled from the SFT policy (seeded), scored
 by a judge (`hfllm.judge`; the verifier by default), best against worst written as
 `prompt`/`chosen`/`rejected` with both scores and the judge's name; prompts whose samples all
-score alike give no pair (counted). A second judge can be measured against the first.
+score alike give no pair (counted). Near misses (`near_misses_per_prompt`): on the training
+prompts, the best sample against the task's replies one slip away from the right one
+(`Task.near_misses`), ranked by the same judge — hard negatives the policy's samples rarely show
+(measured on the demo: without them the reward model learned only the forgotten carry, and PPO
+against it wrote carries where none belong). They join the train split only (column `source`), so
+the reward model's held-out accuracy stays that on the policy's own replies. A second judge can be
+measured against the first.
 """
 
 from __future__ import annotations
@@ -223,8 +229,48 @@ class FeedbackArguments:
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Environment variable holding the API key."})
     tasks: list[str] | None = field(default=None, metadata={"help": "Tasks the verifier knows (default: all)."})
     test_fraction: float = field(default=0.1, metadata={"help": "Share of prompts whose pairs form the test split."})
+    near_misses_per_prompt: int = field(
+        default=0, metadata={"help": "Training pairs per prompt of its best sample against a near miss of the task's "
+                             "right reply, ranked by the judge (0: none)."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
     output_dir: str = field(default="feedback", metadata={"help": "Where the pairs are saved."})
+
+
+def _pair(prompt: str, chosen: str, rejected: str, score_chosen: float, score_rejected: float, judge: str,
+          source: str) -> dict[str, Any]:
+    return {"prompt": [{"role": "user", "content": prompt}], "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}], "score_chosen": score_chosen,
+            "score_rejected": score_rejected, "judge": judge, "source": source}
+
+
+def near_miss_pairs(args: FeedbackArguments, judge, prompts: list[str], samples: list[list[str]],
+                    flat_scores: list[float], test_prompts: set[str], rng: random.Random,
+                    dropped: Counter) -> list[dict[str, Any]]:
+    """Up to `near_misses_per_prompt` pairs per training prompt: its best sample against near
+    misses of the task's right reply that the judge scores below it (drops counted by reason)."""
+    if args.near_misses_per_prompt <= 0:
+        return []
+    candidates: list[tuple[int, str]] = []
+    for i, prompt in enumerate(prompts):
+        if prompt in test_prompts:
+            continue
+        task = task_for_prompt(prompt, args.tasks)
+        misses = task.near_misses(prompt) if task is not None else []
+        if not misses:
+            dropped["no near miss for the prompt's task"] += 1
+            continue
+        candidates += [(i, miss) for miss in rng.sample(misses, min(args.near_misses_per_prompt, len(misses)))]
+    miss_scores = judge.score([prompts[i] for i, _ in candidates], [miss for _, miss in candidates])
+    pairs = []
+    for (i, miss), miss_score in zip(candidates, miss_scores):
+        scores = flat_scores[i * args.num_samples:(i + 1) * args.num_samples]
+        best = max(scores)
+        chosen = next((r for r, s in zip(samples[i], scores) if s == best and r.strip()), None)
+        if chosen is None or miss_score >= best:
+            dropped["near miss not ranked below the best sample"] += 1
+            continue
+        pairs.append(_pair(prompts[i], chosen, miss, best, miss_score, judge.name, "near miss"))
+    return pairs
 
 
 def run_feedback_stage(args: FeedbackArguments, *, context: StageContext) -> dict[str, Any]:
@@ -263,29 +309,26 @@ def run_feedback_stage(args: FeedbackArguments, *, context: StageContext) -> dic
         combos = [(c, r) for c in best_replies for r in worst_replies]
         rng.shuffle(combos)
         for chosen, rejected in combos[: args.pairs_per_prompt]:
-            rows.append({
-                "prompt": [{"role": "user", "content": prompt}],
-                "chosen": [{"role": "assistant", "content": chosen}],
-                "rejected": [{"role": "assistant", "content": rejected}],
-                "score_chosen": best, "score_rejected": worst, "judge": judge.name,
-            })
+            rows.append(_pair(prompt, chosen, rejected, best, worst, judge.name, "sampled"))
     if not rows:
         raise DataError(f"no preference pair: {dict(dropped)}", where=args.dataset_name)
     # The test split takes whole prompts (all their pairs), so held-out pairs never share a prompt with training.
     paired_prompts = list(dict.fromkeys(prompt_text(r["prompt"]) for r in rows))
     test_prompts = set(paired_prompts[: max(1, round(args.test_fraction * len(paired_prompts)))])
     is_test = [prompt_text(r["prompt"]) in test_prompts for r in rows]
-    pairs = datasets.Dataset.from_list(rows)
-    dd = datasets.DatasetDict({"train": pairs.select([i for i, t in enumerate(is_test) if not t]),
-                               "test": pairs.select([i for i, t in enumerate(is_test) if t])})
+    near = near_miss_pairs(args, judge, prompts, samples, flat_scores, test_prompts, rng, dropped)
+    train = [r for r, t in zip(rows, is_test) if not t] + near
+    pairs = datasets.Dataset.from_list(train + [r for r, t in zip(rows, is_test) if t])
+    dd = datasets.DatasetDict({"train": pairs.select(range(len(train))),
+                               "test": pairs.select(range(len(train), len(pairs)))})
     n_test = len(dd["test"])
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     dd.save_to_disk(args.output_dir)
 
     flat_ok = [s == 1.0 for s in flat_scores] if judge.name == "verifier" else None
     metrics: dict[str, Any] = {
-        "prompts": len(prompts), "samples_per_prompt": args.num_samples, "pairs_train": len(rows) - n_test,
-        "pairs_test": n_test, "dropped": dict(dropped), "judge": judge.name,
+        "prompts": len(prompts), "samples_per_prompt": args.num_samples, "pairs_train": len(train),
+        "pairs_test": n_test, "pairs_near_miss": len(near), "dropped": dict(dropped), "judge": judge.name,
     }
     if flat_ok is not None:
         metrics["sample_accuracy"] = sum(flat_ok) / len(flat_ok)
@@ -305,7 +348,9 @@ def run_feedback_stage(args: FeedbackArguments, *, context: StageContext) -> dic
         section.text(
             f"{args.num_samples} replies sampled (temperature {args.temperature}) from "
             f"`{args.model_name_or_path}` for "
-            f"{len(prompts):,} prompts, ranked by the `{judge.name}` judge: {len(rows):,} chosen/rejected pairs."
+            f"{len(prompts):,} prompts, ranked by the `{judge.name}` judge: {len(rows):,} chosen/rejected pairs"
+            + (f", and {len(near):,} training pairs of a best sample against a near miss of the right reply "
+               "(hard negatives: the reward model's held-out pairs are sampled ones only)." if near else ".")
         )
         if args.agreement_judge:
             section.text(f"Judge `{metrics['agreement_judge']}` against `{judge.name}` on "

@@ -12,7 +12,9 @@ be gamed); a verifier that recomputes the answer from the prompt is ground truth
   reply, so it works on prompts an LLM proposed too);
 - verifies a reply: the last number (or the quoted word) in it must equal the answer;
 - makes the mistakes a weak teacher makes (`teacher_answer`): the synthetic-data generator's
-  noise, so that SFT on its demonstrations plateaus below what preference optimisation reaches.
+  noise, so that SFT on its demonstrations plateaus below what preference optimisation reaches;
+- writes near misses of the right reply (`near_misses`): wrong replies one slip away from it, the
+  hard negatives that teach a reward model what the policy's own samples rarely show.
 """
 
 from __future__ import annotations
@@ -61,6 +63,12 @@ class Task(ABC):
     @abstractmethod
     def _mistake(self, prompt: str) -> str | None:
         """A wrong answer a weak teacher would give, or None where it would not go wrong."""
+
+    def near_misses(self, prompt: str) -> list[str]:
+        """Wrong replies one slip away from the right one (default: the teacher's mistake, where the
+        problem admits it). Each is wrong by the verifier."""
+        wrong = self.write_solution(prompt, mistake=True)
+        return [] if wrong is None or self.verify(prompt, wrong) else [wrong]
 
     def split_of(self, key: str) -> str:
         return "test" if is_held_out(f"{self.name}:{key}", HELD_OUT_FRACTION) else "train"
@@ -159,6 +167,29 @@ class Addition(Task):
 
     def _mistake(self, prompt):
         return self.write_solution(prompt, mistake=True)
+
+    def near_misses(self, prompt):
+        """Worked solutions with one slip, the answer following the slipped steps: the carry out of
+        the units toggled (forgotten, or written where there is none), or one column's sum one off.
+        Without them the demo's reward model learned only that a forgotten carry is wrong (the
+        policy's samples show little else), and PPO against it wrote carries where none belong."""
+        ops = self.operands(prompt)
+        if ops is None or not self.worked or self.digits != 2:
+            return super().near_misses(prompt) if ops is not None else []
+        a, b = ops
+        units, carried = a % 10 + b % 10, a % 10 + b % 10 >= 10
+        variants = [(not carried, 0, 0)] + [(carried, du, 0) for du in (-1, 1)] + [(carried, 0, dt) for dt in (-1, 1)]
+        misses = []
+        for carry, du, dt in variants:
+            column1 = units + du
+            column2 = int(carry) + a // 10 + b // 10 + dt
+            if column1 < 0 or column2 < 0:
+                continue
+            tens = f"1+{a // 10}+{b // 10}" if carry else f"{a // 10}+{b // 10}"
+            reply = f"{a % 10}+{b % 10}={column1}, {tens}={column2}, answer {column2 * 10 + column1 % 10}"
+            if not self.verify(prompt, reply):
+                misses.append(reply)
+        return misses
 
 
 class Larger(Task):
