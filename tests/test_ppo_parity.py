@@ -200,11 +200,16 @@ def test_a_changed_hyperparameter_does_not_equal_trl(setup, tmp_path):
     assert diffs["params/policy"] > 100 * TOL and diffs["loss/policy_avg"] > 10 * TOL
 
 
+# hfllm's own fields, each with its default: nothing else may differ from TRL 1.12's PPOConfig.
+HFLLM_FIELDS = {"score_turn_end": True}
+
+
 def test_config_fields_and_defaults_equal_trl(setup):
     """Every field of TRL 1.12's PPOConfig (its TrainingArguments included) with the same default,
-    and no other: TRL's PPO YAML files parse as they did."""
+    and no other but hfllm's named additions: TRL's PPO YAML files parse as they did."""
     ours = {}
     for f in dataclasses.fields(PPOConfig):
         value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         ours[f.name] = json.loads(json.dumps(value, default=repr))
+    assert {k: ours.pop(k) for k in HFLLM_FIELDS} == HFLLM_FIELDS
     assert ours == setup[3]["config_defaults"]
