@@ -28,6 +28,20 @@ def chat_stop_ids(tokenizer) -> list[int]:
     return ids
 
 
+def chat_turn_end_ids(tokenizer, stop_token_id: int | None) -> list[int]:
+    """The tokens the tokenizer's chat template writes after an assistant turn's stop token (ChatML:
+    the newline after `<|im_end|>`); none without a template or where the turn does not end with
+    the stop token."""
+    if stop_token_id is None or not getattr(tokenizer, "chat_template", None):
+        return []
+    marker = "hfllm reply"
+    stop = tokenizer.convert_ids_to_tokens(stop_token_id)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}], tokenize=False)
+    _, found, after = text.rpartition(marker + stop)
+    return tokenizer(after, add_special_tokens=False)["input_ids"] if found and after else []
+
+
 def set_chat_generation_config(model, tokenizer, max_new_tokens: int | None = None) -> None:
     """Make `model.generation_config` stop where a chat reply ends (`<|im_end|>`, and eos) and pad
     with the tokenizer's pad token: what every chat stage saves."""

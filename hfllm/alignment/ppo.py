@@ -66,6 +66,7 @@ from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 from trl import ModelConfig, ScriptArguments, get_peft_config
 
 from hfllm.alignment import ppo_math as pm
+from hfllm.alignment.generation import chat_turn_end_ids
 from hfllm.data.loading import load_text_dataset
 from hfllm.errors import ConfigError, DataError
 from hfllm.faults import checkpoint_step, fault_tolerance_callbacks, resume_checkpoint
@@ -899,20 +900,6 @@ def _curves(log_history: list[dict[str, Any]]):
             ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
-
-
-def chat_turn_end_ids(tokenizer: PreTrainedTokenizerBase, stop_token_id: int | None) -> list[int]:
-    """The tokens the tokenizer's chat template writes after an assistant turn's stop token (ChatML:
-    the newline after `<|im_end|>`); none without a template or where the turn does not end with
-    the stop token."""
-    if stop_token_id is None or not getattr(tokenizer, "chat_template", None):
-        return []
-    marker = "hfllm reply"
-    stop = tokenizer.convert_ids_to_tokens(stop_token_id)
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}], tokenize=False)
-    _, found, after = text.rpartition(marker + stop)
-    return tokenizer(after, add_special_tokens=False)["input_ids"] if found and after else []
 
 
 def _generation_config(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stop_token_id: int | None):

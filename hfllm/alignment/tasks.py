@@ -175,9 +175,10 @@ class Addition(Task):
         policy's samples show little else), and PPO against it wrote carries where none belong."""
         ops = self.operands(prompt)
         if ops is None or not self.worked or self.digits != 2:
-            return super().near_misses(prompt) if ops is not None else []
+            return super().near_misses(prompt)  # the teacher's mistake, or none for a prompt not this task's
         a, b = ops
-        units, carried = a % 10 + b % 10, a % 10 + b % 10 >= 10
+        units = a % 10 + b % 10
+        carried = units >= 10
         variants = [(not carried, 0, 0)] + [(carried, du, 0) for du in (-1, 1)] + [(carried, 0, dt) for dt in (-1, 1)]
         misses = []
         for carry, du, dt in variants:
