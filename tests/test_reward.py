@@ -58,7 +58,7 @@ def test_reward_stage(tiny_dir, tmp_path):
     out = tmp_path / "reward"
     metrics = run_reward_stage(RewardScriptArguments(dataset_name=data), reward_config(out),
                                ModelConfig(model_name_or_path=str(tiny_dir / "pretrain")), context=context(tmp_path))
-    assert metrics["train_pairs"] == 100 and metrics["steps"] == 6
+    assert metrics["train_pairs"] == 100 and metrics["steps"] == 6 and metrics["attn_implementation"] == "sdpa"
     config = json.loads((out / "config.json").read_text())
     assert config["pad_token_id"] is not None
     model = AutoModelForSequenceClassification.from_pretrained(out)
@@ -74,7 +74,9 @@ def test_reward_stage_measures_held_out_pairs_and_counts_identical(tiny_dir, tmp
     edited = datasets.DatasetDict({"train": datasets.Dataset.from_list(train), "test": dd["test"]})
     edited.save_to_disk(str(tmp_path / "p2"))
     metrics = run_reward_stage(RewardScriptArguments(dataset_name=str(tmp_path / "p2")), reward_config(tmp_path / "r"),
-                               ModelConfig(model_name_or_path=str(tiny_dir / "pretrain")), context=context(tmp_path))
+                               ModelConfig(model_name_or_path=str(tiny_dir / "pretrain"), attn_implementation="eager"),
+                               context=context(tmp_path))
+    assert metrics["attn_implementation"] == "eager"  # ModelConfig's choice reaches the reward model
     assert metrics["dropped"] == {"identical chosen and rejected": 1} and metrics["train_pairs"] == 99
     assert metrics["heldout_pairs"] == 20 and -100 < metrics["heldout_margin"] < 100
 

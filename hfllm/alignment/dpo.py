@@ -98,7 +98,8 @@ def run_dpo_stage(
     model = load_policy(model_args, training_args, tokenizer)
     ref_model = None
     if script_args.ref_model_name_or_path:
-        ref_model = load_causal_lm(script_args.ref_model_name_or_path, field="ref_model_name_or_path")
+        attention = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
+        ref_model = load_causal_lm(script_args.ref_model_name_or_path, field="ref_model_name_or_path", **attention)
     output_dir.mkdir(parents=True, exist_ok=True)
     resume = resume_checkpoint(output_dir, training_args.resume_from_checkpoint)  # newest undamaged
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=training_args, train_dataset=train,

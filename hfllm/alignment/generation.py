@@ -4,7 +4,9 @@ sampled feedback, the transformers LLM judge).
 Prompts go through the tokenizer's chat template with the generation prompt; batches are padded
 on the left so every reply starts at the same position; generation stops at `<|im_end|>` (the
 end of a chat turn) or eos, and the reply is decoded without special tokens. Sampling is seeded
-per batch, so the same call gives the same replies.
+per batch, so the same call gives the same replies. Sampled tokens are drawn by inverse CDF in a
+logits processor (`InverseCDFSampler`) rather than by `generate`'s `torch.multinomial`, which on
+CPU was half of the feedback stage's sampling time.
 """
 
 from __future__ import annotations
@@ -12,9 +14,41 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
 from hfllm.errors import ConfigError
 from hfllm.tokenizer import IM_END
+
+
+class InverseCDFSampler(LogitsProcessor):
+    """Samples the next token from softmax(scores / temperature) (within the top-p nucleus) and
+    leaves it the only finite score, so greedy decoding (`do_sample=False`) takes the sample.
+    Why: `torch.multinomial` on CPU took 67 ms per step for 256 rows × 8k tokens, against 1.2 ms
+    for a cumulative sum and a binary search per row; it was 2.9 of 5.9 s of sampling 128 prompts
+    × 4 replies with the demo's SFT model. Same distribution, other random draws."""
+
+    def __init__(self, temperature: float, top_p: float = 1.0):
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0 to sample, got {temperature}")
+        self.temperature = temperature
+        self.top_p = TopPLogitsWarper(top_p) if top_p < 1.0 else None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = scores.float() / self.temperature
+        if self.top_p is not None:
+            scores = self.top_p(input_ids, scores)
+        cdf = torch.softmax(scores, dim=-1).cumsum(dim=-1)
+        draw = torch.rand(cdf.shape[0], 1, device=cdf.device) * cdf[:, -1:]
+        # right=True: the first token whose cumulative mass exceeds the draw, so never one of mass 0
+        tokens = torch.searchsorted(cdf, draw, right=True).clamp_(max=cdf.shape[-1] - 1)
+        return torch.full_like(scores, float("-inf")).scatter_(1, tokens, 0.0)
+
+
+def sampling_kwargs(temperature: float, top_p: float = 1.0) -> dict:
+    """`generate` keyword arguments: greedy at temperature 0, else `InverseCDFSampler`."""
+    if temperature <= 0:
+        return {"do_sample": False}
+    return {"do_sample": False, "logits_processor": LogitsProcessorList([InverseCDFSampler(temperature, top_p)])}
 
 
 def chat_stop_ids(tokenizer) -> list[int]:
@@ -96,18 +130,15 @@ def generate_replies(
         width = max(len(ids) for ids in batch)
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch], device=device)
         attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=device)
-        sampling = temperature > 0
-        if sampling:
+        if temperature > 0:
             torch.manual_seed(seed + start)
+        # each prompt repeated num_samples times in a row (generate's num_return_sequences, which
+        # its greedy path, taking InverseCDFSampler's draws, refuses)
         out = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
+            input_ids=input_ids.repeat_interleave(num_samples, dim=0),
+            attention_mask=attention_mask.repeat_interleave(num_samples, dim=0),
             max_new_tokens=max_new_tokens,
-            do_sample=sampling,
-            temperature=temperature if sampling else None,
-            top_p=top_p if sampling else None,
-            top_k=0 if sampling else None,
-            num_return_sequences=num_samples,
+            **sampling_kwargs(temperature, top_p),
             eos_token_id=stop,
             pad_token_id=pad,
         )

@@ -66,7 +66,7 @@ from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 from trl import ModelConfig, ScriptArguments, get_peft_config
 
 from hfllm.alignment import ppo_math as pm
-from hfllm.alignment.generation import chat_turn_end_ids
+from hfllm.alignment.generation import chat_turn_end_ids, sampling_kwargs
 from hfllm.data.loading import load_text_dataset
 from hfllm.errors import ConfigError, DataError
 from hfllm.faults import checkpoint_step, fault_tolerance_callbacks, resume_checkpoint
@@ -449,21 +449,23 @@ class PPOTrainer(Trainer):
     def generate_responses(self, policy: nn.Module, queries: torch.Tensor, update: int) -> torch.Tensor:
         """Sampled replies (`response_length` tokens at most; rows that stop early are padded)."""
         args = self.args
+        # TRL's sampling (temperature + 1e-7, no top-k or top-p), drawn by hfllm's faster sampler
+        sampling = sampling_kwargs(args.temperature + 1e-7)
         config = GenerationConfig(
-            max_new_tokens=args.response_length, temperature=args.temperature + 1e-7, top_k=0, top_p=1.0,
-            do_sample=True, use_cache=True, eos_token_id=self.stop_token_id,
+            max_new_tokens=args.response_length, do_sample=False, use_cache=True, eos_token_id=self.stop_token_id,
             pad_token_id=self.processing_class.pad_token_id,
         )
         torch.manual_seed(self._seed(update, self.accelerator.process_index))
-        return self._generate(policy, queries, config)
+        return self._generate(policy, queries, config, sampling["logits_processor"])
 
-    def _generate(self, policy: nn.Module, queries: torch.Tensor, config: GenerationConfig) -> torch.Tensor:
+    def _generate(self, policy: nn.Module, queries: torch.Tensor, config: GenerationConfig,
+                  logits_processor=None) -> torch.Tensor:
         inputs = _model_inputs(queries, self.processing_class.pad_token_id)
         was_training = policy.training
         policy.eval()  # no gradient checkpointing (and its cache switch-off) while sampling
         try:
             out = policy.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                                  generation_config=config)
+                                  generation_config=config, logits_processor=logits_processor)
         finally:
             policy.train(was_training)
         return out[:, queries.shape[1]:]
@@ -711,12 +713,11 @@ class PPOTrainer(Trainer):
         pad = self.processing_class.pad_token_id
         n = min(self.args.per_device_eval_batch_size, len(self.eval_dataset))
         queries = left_pad(self.eval_dataset[:n]["input_ids"], pad).to(self.accelerator.device)
-        config = GenerationConfig(max_new_tokens=self.args.response_length, temperature=0.01 + 1e-7, top_k=0,
-                                  top_p=1.0, do_sample=True, use_cache=True, eos_token_id=self.stop_token_id,
-                                  pad_token_id=pad)
+        config = GenerationConfig(max_new_tokens=self.args.response_length, do_sample=False, use_cache=True,
+                                  eos_token_id=self.stop_token_id, pad_token_id=pad)
         policy = self.accelerator.unwrap_model(self.model_wrapped).policy
         with self.accelerator.autocast():
-            responses = self._generate(policy, queries, config)
+            responses = self._generate(policy, queries, config, sampling_kwargs(0.01 + 1e-7)["logits_processor"])
             if self.stop_token_id is not None:
                 responses = pm.truncate_at_stop(responses, self.stop_token_id, pad)
             last = pm.last_token_indices(responses, pad)
@@ -800,7 +801,7 @@ class PPOScriptArguments(ScriptArguments):
 
 
 def _load_scorer(path: str, field_name: str, tokenizer: PreTrainedTokenizerBase,
-                 policy: PreTrainedModel) -> PreTrainedModel:
+                 policy: PreTrainedModel, **load_kwargs) -> PreTrainedModel:
     """A reward or value model: a one-output sequence classifier over the policy's tokenizer."""
     try:
         config = AutoConfig.from_pretrained(path)
@@ -822,7 +823,7 @@ def _load_scorer(path: str, field_name: str, tokenizer: PreTrainedTokenizerBase,
     if own_tokenizer is None and config.vocab_size != policy.config.vocab_size:
         raise ConfigError(f"{path} has vocab_size {config.vocab_size}, the policy {policy.config.vocab_size}, and no "
                           "tokenizer to compare: it cannot score the policy's tokens", field=field_name)
-    model = load_sequence_classifier(path, field=field_name, num_labels=1)
+    model = load_sequence_classifier(path, field=field_name, num_labels=1, **load_kwargs)
     if model.config.vocab_size < len(tokenizer):
         raise ConfigError(f"{path} has vocab_size {model.config.vocab_size}, fewer than the tokenizer's "
                           f"{len(tokenizer)} tokens", field=field_name)
@@ -941,10 +942,10 @@ def run_ppo_stage(
         raise ConfigError(f"the tokenizer of {tokenizer_path} has no pad token", field="model_name_or_path")
     policy = load_causal_lm(args.sft_model_path, field="sft_model_path", **load_kwargs)
     check_vocab(policy, tokenizer, args.sft_model_path, field="sft_model_path")
-    reward_model = _load_scorer(args.reward_model_path, "reward_model_path", tokenizer, policy)
+    reward_model = _load_scorer(args.reward_model_path, "reward_model_path", tokenizer, policy, **load_kwargs)
     value_field = "value_model_path" if script_args.value_model_path else "reward_model_path"
     value_model = _load_scorer(script_args.value_model_path or args.reward_model_path, value_field, tokenizer,
-                               policy)
+                               policy, **load_kwargs)
 
     context_length = getattr(policy.config, "max_position_embeddings", None)
     limit = script_args.max_prompt_length

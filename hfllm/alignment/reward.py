@@ -109,9 +109,10 @@ def run_reward_stage(
     # The score head is new: seeded, so that the same config gives the same model (the Trainer
     # seeds only after the model exists; a resumed run must repeat the killed run's first steps).
     set_seed(training_args.seed)
+    attention = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
     model = load_sequence_classifier(model_args.model_name_or_path, field="model_name_or_path", num_labels=1,
                                      pad_token_id=tokenizer.pad_token_id,
-                                     trust_remote_code=training_args.trust_remote_code)
+                                     trust_remote_code=training_args.trust_remote_code, **attention)
     check_vocab(model, tokenizer, model_args.model_name_or_path, field="tokenizer_name")
     output_dir.mkdir(parents=True, exist_ok=True)
     resume = resume_checkpoint(output_dir, training_args.resume_from_checkpoint)  # newest undamaged
@@ -132,6 +133,7 @@ def run_reward_stage(
 
     metrics: dict[str, Any] = {"train_pairs": len(train), "dropped": dict(dropped), "steps": trainer.state.global_step,
                                "train_loss": result.training_loss, "keep_freed_memory": memory_kept,
+                               "attn_implementation": model.config._attn_implementation,
                                "resumed_from": Path(str(resume)).name if resume else None}
     if test is not None:
         chosen, rejected = pairwise_scores(model, tokenizer, test)
