@@ -1,4 +1,4 @@
-"""Chat generation: the inverse-CDF sampler draws from softmax(scores / T) (within top-p) like
+"""Chat generation: the inverse-CDF sampler draws from softmax(scores / T) (within top-p, min-p) like
 `generate`'s multinomial, and `generate_replies` samples reproducibly through it."""
 
 import math
@@ -20,13 +20,14 @@ def frequencies(sampler: InverseCDFSampler, draws: int = 40_000) -> list[float]:
     return (torch.bincount(out.argmax(dim=1), minlength=len(PROBS)).float() / draws).tolist()
 
 
-@pytest.mark.parametrize("temperature, top_p, expected", [
-    (1.0, 1.0, [0.5, 0.3, 0.2, 0.0]),
-    (0.5, 1.0, [0.25 / 0.38, 0.09 / 0.38, 0.04 / 0.38, 0.0]),  # p² renormalised
-    (1.0, 0.7, [0.625, 0.375, 0.0, 0.0]),  # the nucleus: 0.5 + 0.3 ≥ 0.7, renormalised
+@pytest.mark.parametrize("temperature, top_p, min_p, expected", [
+    (1.0, 1.0, 0.0, [0.5, 0.3, 0.2, 0.0]),
+    (0.5, 1.0, 0.0, [0.25 / 0.38, 0.09 / 0.38, 0.04 / 0.38, 0.0]),  # p² renormalised
+    (1.0, 0.7, 0.0, [0.625, 0.375, 0.0, 0.0]),  # the nucleus: 0.5 + 0.3 ≥ 0.7, renormalised
+    (1.0, 1.0, 0.5, [0.625, 0.375, 0.0, 0.0]),  # min-p: 0.2 < 0.5 × 0.5 is left out, the rest renormalised
 ])
-def test_inverse_cdf_sampler_draws_from_the_tempered_distribution(temperature, top_p, expected):
-    got = frequencies(InverseCDFSampler(temperature, top_p))
+def test_inverse_cdf_sampler_draws_from_the_tempered_distribution(temperature, top_p, min_p, expected):
+    got = frequencies(InverseCDFSampler(temperature, top_p, min_p))
     # 40,000 draws: a binomial standard error ≤ 0.0025; allow four of them
     assert got == pytest.approx(expected, abs=0.01)
     assert got[-1] == 0.0

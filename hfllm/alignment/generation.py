@@ -14,29 +14,33 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
+from transformers import LogitsProcessor, LogitsProcessorList, MinPLogitsWarper, TopPLogitsWarper
 
 from hfllm.errors import ConfigError
 from hfllm.tokenizer import IM_END
 
 
 class InverseCDFSampler(LogitsProcessor):
-    """Samples the next token from softmax(scores / temperature) (within the top-p nucleus) and
-    leaves it the only finite score, so greedy decoding (`do_sample=False`) takes the sample.
+    """Samples the next token from softmax(scores / temperature) (within the top-p nucleus, without
+    the tokens less likely than `min_p` times the likeliest) and leaves it the only finite score,
+    so greedy decoding (`do_sample=False`) takes the sample.
     Why: `torch.multinomial` on CPU took 67 ms per step for 256 rows × 8k tokens, against 1.2 ms
     for a cumulative sum and a binary search per row; it was 2.9 of 5.9 s of sampling 128 prompts
     × 4 replies with the demo's SFT model. Same distribution, other random draws."""
 
-    def __init__(self, temperature: float, top_p: float = 1.0):
+    def __init__(self, temperature: float, top_p: float = 1.0, min_p: float = 0.0):
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0 to sample, got {temperature}")
         self.temperature = temperature
         self.top_p = TopPLogitsWarper(top_p) if top_p < 1.0 else None
+        self.min_p = MinPLogitsWarper(min_p) if min_p > 0.0 else None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         scores = scores.float() / self.temperature
         if self.top_p is not None:
             scores = self.top_p(input_ids, scores)
+        if self.min_p is not None:
+            scores = self.min_p(input_ids, scores)
         cdf = torch.softmax(scores, dim=-1).cumsum(dim=-1)
         draw = torch.rand(cdf.shape[0], 1, device=cdf.device) * cdf[:, -1:]
         # right=True: the first token whose cumulative mass exceeds the draw, so never one of mass 0
@@ -44,11 +48,12 @@ class InverseCDFSampler(LogitsProcessor):
         return torch.full_like(scores, float("-inf")).scatter_(1, tokens, 0.0)
 
 
-def sampling_kwargs(temperature: float, top_p: float = 1.0) -> dict:
+def sampling_kwargs(temperature: float, top_p: float = 1.0, min_p: float = 0.0) -> dict:
     """`generate` keyword arguments: greedy at temperature 0, else `InverseCDFSampler`."""
     if temperature <= 0:
         return {"do_sample": False}
-    return {"do_sample": False, "logits_processor": LogitsProcessorList([InverseCDFSampler(temperature, top_p)])}
+    return {"do_sample": False,
+            "logits_processor": LogitsProcessorList([InverseCDFSampler(temperature, top_p, min_p)])}
 
 
 def chat_stop_ids(tokenizer) -> list[int]:
@@ -115,6 +120,7 @@ def generate_replies(
     num_samples: int = 1,
     temperature: float = 0.0,
     top_p: float = 1.0,
+    min_p: float = 0.0,
     seed: int = 0,
 ) -> list[list[str]]:
     """For each prompt, `num_samples` replies: greedy when `temperature` is 0, else sampled."""
@@ -138,7 +144,7 @@ def generate_replies(
             input_ids=input_ids.repeat_interleave(num_samples, dim=0),
             attention_mask=attention_mask.repeat_interleave(num_samples, dim=0),
             max_new_tokens=max_new_tokens,
-            **sampling_kwargs(temperature, top_p),
+            **sampling_kwargs(temperature, top_p, min_p),
             eos_token_id=stop,
             pad_token_id=pad,
         )

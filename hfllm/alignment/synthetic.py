@@ -218,6 +218,8 @@ class FeedbackArguments:
         default=1, metadata={"help": "Pairs kept per prompt (distinct best × worst replies)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling."})
+    min_p: float = field(default=0.0, metadata={"help": "Min-p sampling: leave out tokens less likely than min_p "
+                                                "times the likeliest (0: off)."})
     max_new_tokens: int = field(default=32, metadata={"help": "Longest sampled reply."})
     batch_size: int = field(default=256, metadata={"help": "Prompts per generate call."})
     judge: str = field(
@@ -289,7 +291,7 @@ def run_feedback_stage(args: FeedbackArguments, *, context: StageContext) -> dic
 
     samples = generate_replies(policy, tokenizer, prompts, max_new_tokens=args.max_new_tokens,
                                batch_size=args.batch_size, num_samples=args.num_samples,
-                               temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+                               temperature=args.temperature, top_p=args.top_p, min_p=args.min_p, seed=args.seed)
     flat_prompts = [p for p, s in zip(prompts, samples) for _ in s]
     flat_scores = judge.score(flat_prompts, [r for s in samples for r in s])
     rng = random.Random(args.seed)
