@@ -114,6 +114,11 @@ def check_weights_files(name: str, *, field: str, allow_pickle: bool = False) ->
             raise ConfigError(f"cannot load weights from {folder}: {problem}", field=field)
 
 
+def attention_kwargs(model_args) -> dict:
+    """`from_pretrained`'s `attn_implementation` from a TRL `ModelConfig`, where one is set."""
+    return {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
+
+
 def load_causal_lm(name: str, *, field: str, trust_remote_code: bool = False, allow_pickle: bool = False,
                    **kwargs):
     """`AutoModelForCausalLM.from_pretrained` in fp32, safetensors only unless `allow_pickle`, with load

@@ -32,7 +32,7 @@ from hfllm.alignment.sft import (
 )
 from hfllm.faults import fault_tolerance_callbacks, resume_checkpoint
 from hfllm.memory import keep_freed_memory_on_cpu
-from hfllm.modeling import load_causal_lm
+from hfllm.modeling import attention_kwargs, load_causal_lm
 from hfllm.report import StageContext, loss_plot
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
@@ -98,8 +98,8 @@ def run_dpo_stage(
     model = load_policy(model_args, training_args, tokenizer)
     ref_model = None
     if script_args.ref_model_name_or_path:
-        attention = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
-        ref_model = load_causal_lm(script_args.ref_model_name_or_path, field="ref_model_name_or_path", **attention)
+        ref_model = load_causal_lm(script_args.ref_model_name_or_path, field="ref_model_name_or_path",
+                                   **attention_kwargs(model_args))
     output_dir.mkdir(parents=True, exist_ok=True)
     resume = resume_checkpoint(output_dir, training_args.resume_from_checkpoint)  # newest undamaged
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=training_args, train_dataset=train,

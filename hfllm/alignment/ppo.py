@@ -71,7 +71,7 @@ from hfllm.data.loading import load_text_dataset
 from hfllm.errors import ConfigError, DataError
 from hfllm.faults import checkpoint_step, fault_tolerance_callbacks, resume_checkpoint
 from hfllm.memory import keep_freed_memory_on_cpu
-from hfllm.modeling import check_vocab, load_causal_lm, load_sequence_classifier, load_tokenizer
+from hfllm.modeling import attention_kwargs, check_vocab, load_causal_lm, load_sequence_classifier, load_tokenizer
 from hfllm.report import StageContext
 from hfllm.tokenizer import IM_END
 
@@ -934,7 +934,7 @@ def run_ppo_stage(
         raise ConfigError("PPO samples prompts from the whole dataset: it cannot stream", field="dataset_streaming")
     if model_args.load_in_4bit or model_args.load_in_8bit:
         raise ConfigError("quantized loading is not supported by hfllm's PPO", field="load_in_4bit")
-    load_kwargs = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
+    load_kwargs = attention_kwargs(model_args)
     tokenizer_path = model_args.model_name_or_path or args.sft_model_path
     tokenizer = load_tokenizer(tokenizer_path, field="model_name_or_path" if model_args.model_name_or_path
                                else "sft_model_path")

@@ -23,7 +23,7 @@ from hfllm.alignment.sft import drop_table, load_chat_tokenizer, write_log_histo
 from hfllm.errors import ConfigError
 from hfllm.faults import fault_tolerance_callbacks, resume_checkpoint
 from hfllm.memory import keep_freed_memory_on_cpu
-from hfllm.modeling import check_vocab, load_sequence_classifier
+from hfllm.modeling import attention_kwargs, check_vocab, load_sequence_classifier
 from hfllm.report import StageContext, loss_plot
 
 
@@ -109,10 +109,10 @@ def run_reward_stage(
     # The score head is new: seeded, so that the same config gives the same model (the Trainer
     # seeds only after the model exists; a resumed run must repeat the killed run's first steps).
     set_seed(training_args.seed)
-    attention = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
     model = load_sequence_classifier(model_args.model_name_or_path, field="model_name_or_path", num_labels=1,
                                      pad_token_id=tokenizer.pad_token_id,
-                                     trust_remote_code=training_args.trust_remote_code, **attention)
+                                     trust_remote_code=training_args.trust_remote_code,
+                                     **attention_kwargs(model_args))
     check_vocab(model, tokenizer, model_args.model_name_or_path, field="tokenizer_name")
     output_dir.mkdir(parents=True, exist_ok=True)
     resume = resume_checkpoint(output_dir, training_args.resume_from_checkpoint)  # newest undamaged

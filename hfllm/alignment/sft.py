@@ -32,7 +32,7 @@ from hfllm.alignment.generation import require_chat_template, set_chat_generatio
 from hfllm.errors import ConfigError
 from hfllm.faults import fault_tolerance_callbacks, resume_checkpoint
 from hfllm.memory import keep_freed_memory_on_cpu
-from hfllm.modeling import check_vocab, load_causal_lm, load_tokenizer
+from hfllm.modeling import attention_kwargs, check_vocab, load_causal_lm, load_tokenizer
 from hfllm.pretrain import checkpoint_step
 from hfllm.report import StageContext, loss_plot
 
@@ -77,9 +77,7 @@ def load_policy(model_args: ModelConfig, training_args, tokenizer):
     where `load_in_4bit` asks (bitsandbytes)."""
     if not model_args.model_name_or_path:
         raise ConfigError("no model to start from", field="model_name_or_path")
-    kwargs: dict[str, Any] = {}
-    if model_args.attn_implementation:
-        kwargs["attn_implementation"] = model_args.attn_implementation
+    kwargs: dict[str, Any] = attention_kwargs(model_args)
     quantization = get_quantization_config(model_args)
     if quantization is not None:
         try:
