@@ -449,23 +449,22 @@ class PPOTrainer(Trainer):
     def generate_responses(self, policy: nn.Module, queries: torch.Tensor, update: int) -> torch.Tensor:
         """Sampled replies (`response_length` tokens at most; rows that stop early are padded)."""
         args = self.args
-        # TRL's sampling (temperature + 1e-7, no top-k or top-p), drawn by hfllm's faster sampler
-        sampling = sampling_kwargs(args.temperature + 1e-7)
         config = GenerationConfig(
-            max_new_tokens=args.response_length, do_sample=False, use_cache=True, eos_token_id=self.stop_token_id,
+            max_new_tokens=args.response_length, use_cache=True, eos_token_id=self.stop_token_id,
             pad_token_id=self.processing_class.pad_token_id,
         )
         torch.manual_seed(self._seed(update, self.accelerator.process_index))
-        return self._generate(policy, queries, config, sampling["logits_processor"])
+        # TRL's sampling (temperature + 1e-7, no top-k or top-p), drawn by hfllm's faster sampler
+        return self._generate(policy, queries, config, args.temperature + 1e-7)
 
     def _generate(self, policy: nn.Module, queries: torch.Tensor, config: GenerationConfig,
-                  logits_processor=None) -> torch.Tensor:
+                  temperature: float) -> torch.Tensor:
         inputs = _model_inputs(queries, self.processing_class.pad_token_id)
         was_training = policy.training
         policy.eval()  # no gradient checkpointing (and its cache switch-off) while sampling
         try:
             out = policy.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                                  generation_config=config, logits_processor=logits_processor)
+                                  generation_config=config, **sampling_kwargs(temperature))
         finally:
             policy.train(was_training)
         return out[:, queries.shape[1]:]
@@ -713,11 +712,11 @@ class PPOTrainer(Trainer):
         pad = self.processing_class.pad_token_id
         n = min(self.args.per_device_eval_batch_size, len(self.eval_dataset))
         queries = left_pad(self.eval_dataset[:n]["input_ids"], pad).to(self.accelerator.device)
-        config = GenerationConfig(max_new_tokens=self.args.response_length, do_sample=False, use_cache=True,
+        config = GenerationConfig(max_new_tokens=self.args.response_length, use_cache=True,
                                   eos_token_id=self.stop_token_id, pad_token_id=pad)
         policy = self.accelerator.unwrap_model(self.model_wrapped).policy
         with self.accelerator.autocast():
-            responses = self._generate(policy, queries, config, sampling_kwargs(0.01 + 1e-7)["logits_processor"])
+            responses = self._generate(policy, queries, config, 0.01 + 1e-7)
             if self.stop_token_id is not None:
                 responses = pm.truncate_at_stop(responses, self.stop_token_id, pad)
             last = pm.last_token_indices(responses, pad)
