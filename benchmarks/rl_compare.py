@@ -1,6 +1,6 @@
 """PPO against GRPO on equal prompts and equal wall time, from one run's SFT and reward models.
 
-    hfllm run recipes/configs/demo/post_training.yaml        # sft, reward and synthetic in runs/demo
+    make demo                                                # sft, reward and synthetic in runs/demo
     python benchmarks/rl_compare.py --run runs/demo --seconds 180
 
 Both start from the run's `sft` model, optimise the run's `reward` model's score with a KL penalty
@@ -153,7 +153,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     for stage in ("sft", "reward", "synthetic"):
         if not (args.run / stage).is_dir():
-            parser.error(f"{args.run / stage} not found: run recipes/configs/demo/post_training.yaml first")
+            parser.error(f"{args.run / stage} not found: run make demo first")
     args.out.mkdir(parents=True, exist_ok=True)
     training = {"ppo": train_ppo(args.run, args.out, args.seconds),
                 "grpo": train_grpo(args.run, args.out, args.seconds)}

@@ -1,9 +1,8 @@
 """`make demo` as a user runs it (the console script, its own process, the demo profile unchanged)
-into a temporary run directory: its model below the bigram floor, the evaluation stage's own gate.
-The longest test (≈ 11–16 min on 2 cores); `pytest -m "not demo"` leaves it out of a quick local run.
-
-The demo's post-training chain with its gates (`recipes/configs/demo/post_training.yaml`) is not
-part of it: its gates pass or fail with the pretrained model the machine produces (RESULTS.md)."""
+into a temporary run directory: its model below the bigram floor (the evaluation stage's own gate),
+then post-training with task_eval's gates (SFT above base and at its plateau, DPO and PPO ≥ 5 points
+above SFT with intervals that exclude 0, the reward model ≥ 75 %). The longest test (≈ 20–25 min on
+2 cores); `pytest -m "not demo"` leaves it out of a quick local run."""
 
 import json
 import subprocess
@@ -36,18 +35,29 @@ def test_make_demo_passes_every_gate(tmp_path):
     assert "The MMLU-format task was written by this stage" not in report
     # the data section quotes the recorded cleaning ablation, with its plot
     assert "Does cleaning help?" in report and (run_dir / "plots" / "data_ablation.png").exists()
+    # post-training: task_eval's gates passed (else the run would have failed, with the numbers)
+    scores = json.loads((run_dir / "task_eval" / "scores.json").read_text())
+    assert {"pretrain", "sft", "dpo", "ppo", "sft_chosen"} <= set(scores)
+    results = json.loads((run_dir / "task_eval" / "results.json").read_text())
+    for better in ("dpo - sft", "ppo - sft"):
+        assert results["differences"][better]["difference"] >= 0.05 and results["differences"][better]["ci_low"] > 0
+    assert results["reward_model"]["accuracy"] >= 0.75 and results["heldout_training_overlap"] == 0
+    assert "Gates: all passed." in report and "ppo vs sft" in report  # with the judge's win-rates
+    for plot in ("sft_loss.png", "dpo_loss.png", "dpo_rewards.png", "ppo_curves.png"):
+        assert (run_dir / "plots" / plot).exists(), plot
+    # the table across stages, task_eval's accuracies joined
+    table = json.loads((run_dir / "eval_post" / "stages.json").read_text())
+    assert {"pretrain", "sft", "dpo", "ppo", "sft_chosen"} <= set(table)
 
 
-def test_the_demo_post_training_chain_continues_the_demo_run(tmp_path):
-    """post_training.yaml writes into the demo's run (its first entries are the demo's, unchanged, so
-    they are skipped after `make demo`) and gates what the issue asks."""
+def test_the_demo_post_training_chain_gates_what_the_issues_ask(tmp_path):
+    """The demo's post-training entries, wired and gated as the post-training and PPO issues ask."""
     from hfllm.pipeline import load_pipeline
 
-    demo = load_pipeline(REPO / "recipes/configs/demo/pipeline.yaml", run_dir=tmp_path)
-    post = load_pipeline(REPO / "recipes/configs/demo/post_training.yaml", run_dir=tmp_path)
-    assert post.ids[:4] == demo.ids and post.name == demo.name == "demo"
-    for a, b in zip(demo.entries, post.entries):
-        assert (a.config_path.name, a.inputs) == (b.config_path.name, b.inputs)
+    post = load_pipeline(REPO / "recipes/configs/demo/pipeline.yaml", run_dir=tmp_path)
+    assert post.ids[:4] == ["data", "tokenizer", "pretrain", "eval"] and post.name == "demo"
+    # pairs ranked with the worked steps checked: a right answer reached by a wrong step is not chosen
+    assert post.entries[post.ids.index("feedback")].args[0].judge == "verifier:steps"
     gates = post.entries[post.ids.index("task_eval")].args[0]
     assert gates.require_better == ["sft > pretrain", "dpo > sft + 0.05", "ppo > sft + 0.05"]
     assert (gates.require_plateau_within, gates.require_reward_accuracy) == (0.02, 0.75)

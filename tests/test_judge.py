@@ -43,6 +43,18 @@ def test_verifier_judge_scores_and_compares_in_both_orders():
     assert agreement(judge, PROMPTS, WRONG, RIGHT)["agreement"] == 0.0
 
 
+def test_verifier_judge_with_steps_wants_every_step_right():
+    judge = build_judge("verifier:steps")
+    assert isinstance(judge, VerifierJudge) and judge.name == "verifier:steps"
+    # 47+38 with the carry folded into a miscopied digit: the answer right, the tens step wrong.
+    sloppy = ["7+8=15, 5+3=8, answer 85", "42", "c b a"]
+    assert VerifierJudge().score(PROMPTS, sloppy) == [1.0, 1.0, 1.0]
+    assert judge.score(PROMPTS, sloppy) == [0.0, 0.0, 1.0]  # "42" has no steps: the worked task wants them
+    assert judge.score(PROMPTS, WRONG) == [0.0, 0.0, 0.0]
+    plain = build_judge("verifier:steps", tasks=["addition_plain", "reverse"])
+    assert plain.score(PROMPTS[1:], sloppy[1:]) == [1.0, 1.0]  # tasks without steps: the answer alone
+
+
 class AlwaysFirst(LLMJudge):
     """A judge with total position bias: it prefers whichever reply it is shown first."""
 
@@ -111,6 +123,8 @@ def test_reward_model_judge_and_vocabulary_check(tiny_dir, tmp_path):
 def test_build_judge_errors():
     with pytest.raises(ConfigError, match="unknown judge"):
         build_judge("oracle")
+    with pytest.raises(ConfigError, match="unknown judge"):
+        build_judge("verifier:answers")
     with pytest.raises(ConfigError, match="api_base"):
         build_judge("openai:gpt")
     with pytest.raises(ConfigError, match="cannot load a reward model"):

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from hfllm.alignment.tasks import TASKS, distinct_problems, sample_problems, task_for_prompt, verify
+from hfllm.alignment.tasks import TASKS, distinct_problems, sample_problems, task_for_prompt, verify, verify_steps
 from hfllm.errors import ConfigError
 
 
@@ -84,6 +84,22 @@ def test_near_misses_are_one_slip_from_the_right_reply():
     assert add.near_misses("What is the capital of France?") == []
     for prompt in ("What is 47+38?", "12+34=?", "Add 99 and 99."):
         assert all(not verify(prompt, miss) for miss in add.near_misses(prompt))
+
+
+def test_verify_steps_wants_the_right_column_sums_too():
+    add = TASKS["addition"]
+    right = "5+8=13, 1+5+2=8, answer 83"
+    assert add.verify_steps("55+28=?", right) and add.verify_steps("55+28=?", "8+5=13, 2+5+1=8, answer 83")
+    # The carry folded into a miscopied digit: the answer right, a step wrong.
+    folded = "5+8=13, 5+3=8, answer 83"
+    assert add.verify("55+28=?", folded) and not add.verify_steps("55+28=?", folded)
+    assert not add.verify_steps("55+28=?", "5+8=13, 5+2=7, answer 73")  # the forgotten carry: wrong anyway
+    assert not add.verify_steps("55+28=?", "answer 83")  # no steps where the task's replies write them
+    assert not add.verify_steps("55+28=?", "5+8=13, 1+5+2=8, 9+9=18, answer 83")  # a step too many
+    # Tasks without steps (and additions asked for the bare answer) check the answer only.
+    assert TASKS["addition_plain"].verify_steps("55+28=?", "83")
+    assert TASKS["reverse"].verify_steps("Reverse: a b c", "c b a")
+    assert verify_steps("55+28=?", right) and not verify_steps("What is the capital of France?", "Paris")
 
 
 def test_held_out_problems_never_on_the_training_side():

@@ -38,9 +38,9 @@ import datasets
 
 from hfllm.alignment.chat_data import load_split, prompt_text
 from hfllm.alignment.generation import chat_prompt_ids, generate_replies, require_chat_template
-from hfllm.alignment.tasks import TASKS, sample_problems, task_for_prompt
+from hfllm.alignment.tasks import TASKS, sample_problems, task_for_prompt, verify
 from hfllm.errors import ConfigError, DataError
-from hfllm.judge import agreement, build_judge
+from hfllm.judge import VerifierJudge, agreement, build_judge
 from hfllm.modeling import load_causal_lm, load_tokenizer
 from hfllm.report import StageContext
 
@@ -224,7 +224,8 @@ class FeedbackArguments:
     batch_size: int = field(default=256, metadata={"help": "Prompts per generate call."})
     judge: str = field(
         default="verifier", metadata={"help":
-            "verifier, reward_model:<dir>, llm:<dir>[:score], openai:<model>[:score]."})
+            "verifier, verifier:steps (worked replies' steps checked too), reward_model:<dir>, llm:<dir>[:score], "
+            "openai:<model>[:score]."})
     agreement_judge: str | None = field(default=None, metadata={"help": "A second judge measured against the first."})
     agreement_pairs: int = field(default=128, metadata={"help": "Pairs the second judge is measured on."})
     api_base: str | None = field(default=None, metadata={"help": "Endpoint for openai: judges."})
@@ -327,7 +328,9 @@ def run_feedback_stage(args: FeedbackArguments, *, context: StageContext) -> dic
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     dd.save_to_disk(args.output_dir)
 
-    flat_ok = [s == 1.0 for s in flat_scores] if judge.name == "verifier" else None
+    # Sample accuracy is the answers' (task_eval's measure), whether or not the judge checks steps.
+    flat_ok = ([verify(p, r, args.tasks) for p, r in zip(flat_prompts, (r for s in samples for r in s))]
+               if isinstance(judge, VerifierJudge) else None)
     metrics: dict[str, Any] = {
         "prompts": len(prompts), "samples_per_prompt": args.num_samples, "pairs_train": len(train),
         "pairs_test": n_test, "pairs_near_miss": len(near), "dropped": dict(dropped), "judge": judge.name,

@@ -31,6 +31,12 @@ from hfllm.errors import ConfigError
 HELD_OUT_FRACTION = 0.1
 
 _LAST_INTEGER = re.compile(r"-?\d+")
+_STEP = re.compile(r"(\d+(?:\+\d+)+)=(\d+)")  # a worked reply's step, "1+4+3=8"
+
+
+def _steps(reply: str) -> list[tuple[list[int], int]]:
+    """A worked reply's steps in order, each as its terms (in any order) and its result."""
+    return [(sorted(map(int, terms.split("+"))), int(result)) for terms, result in _STEP.findall(reply)]
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,11 @@ class Task(ABC):
         """True when the reply's answer equals the answer recomputed from the prompt."""
         answer = self.solve(prompt)
         return answer is not None and self.extract(reply) == answer
+
+    def verify_steps(self, prompt: str, reply: str) -> bool:
+        """True when the answer is right and so is every step the reply writes on the way (default:
+        a task whose replies show no steps, the answer alone)."""
+        return self.verify(prompt, reply)
 
     @abstractmethod
     def key_of(self, prompt: str) -> str | None:
@@ -167,6 +178,14 @@ class Addition(Task):
 
     def _mistake(self, prompt):
         return self.write_solution(prompt, mistake=True)
+
+    def verify_steps(self, prompt, reply):
+        """The right answer through the right column sums: a worked reply that reaches the answer
+        by a wrong step (the carry folded into a miscopied digit, "55+28: 5+8=13, 5+3=8") is not
+        one to prefer, though its answer is right."""
+        if not self.verify(prompt, reply):
+            return False
+        return not self.worked or _steps(reply) == _steps(self.write_solution(prompt))
 
     def near_misses(self, prompt):
         """Worked solutions with one slip, the answer following the slipped steps: the carry out of
@@ -308,6 +327,12 @@ def verify(prompt: str, reply: str, names: list[str] | None = None) -> bool:
     """Ground truth for any task prompt: False for a prompt no task recognises."""
     task = task_for_prompt(prompt, names)
     return task is not None and task.verify(prompt, reply)
+
+
+def verify_steps(prompt: str, reply: str, names: list[str] | None = None) -> bool:
+    """`verify`, and the steps a worked reply writes are right too."""
+    task = task_for_prompt(prompt, names)
+    return task is not None and task.verify_steps(prompt, reply)
 
 
 def sample_problems(names: list[str], n: int, seed: int, split: str = "train") -> list[Problem]:
