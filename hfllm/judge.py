@@ -78,10 +78,9 @@ class VerifierJudge(Judge):
         self.name = "verifier:steps" if steps else "verifier"
 
     def score(self, prompts, replies):
-        from hfllm.alignment.tasks import verify, verify_steps
+        from hfllm.alignment.tasks import verify
 
-        check = verify_steps if self.steps else verify
-        return [float(check(p, r, self.tasks)) for p, r in zip(prompts, replies)]
+        return [float(verify(p, r, self.tasks, steps=self.steps)) for p, r in zip(prompts, replies)]
 
 
 def check_same_vocabulary(policy_tokenizer, reward_tokenizer, reward_name: str, *,

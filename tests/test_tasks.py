@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from hfllm.alignment.tasks import TASKS, distinct_problems, sample_problems, task_for_prompt, verify, verify_steps
+from hfllm.alignment.tasks import TASKS, distinct_problems, sample_problems, task_for_prompt, verify
 from hfllm.errors import ConfigError
 
 
@@ -99,7 +99,8 @@ def test_verify_steps_wants_the_right_column_sums_too():
     # Tasks without steps (and additions asked for the bare answer) check the answer only.
     assert TASKS["addition_plain"].verify_steps("55+28=?", "83")
     assert TASKS["reverse"].verify_steps("Reverse: a b c", "c b a")
-    assert verify_steps("55+28=?", right) and not verify_steps("What is the capital of France?", "Paris")
+    assert verify("55+28=?", right, steps=True) and not verify("55+28=?", folded, steps=True)
+    assert not verify("What is the capital of France?", "Paris", steps=True)
 
 
 def test_held_out_problems_never_on_the_training_side():

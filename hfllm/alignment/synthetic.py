@@ -294,7 +294,8 @@ def run_feedback_stage(args: FeedbackArguments, *, context: StageContext) -> dic
                                batch_size=args.batch_size, num_samples=args.num_samples,
                                temperature=args.temperature, top_p=args.top_p, min_p=args.min_p, seed=args.seed)
     flat_prompts = [p for p, s in zip(prompts, samples) for _ in s]
-    flat_scores = judge.score(flat_prompts, [r for s in samples for r in s])
+    flat_replies = [r for s in samples for r in s]
+    flat_scores = judge.score(flat_prompts, flat_replies)
     rng = random.Random(args.seed)
     rows, dropped = [], Counter()
     for i, (prompt, replies) in enumerate(zip(prompts, samples)):
@@ -329,7 +330,7 @@ def run_feedback_stage(args: FeedbackArguments, *, context: StageContext) -> dic
     dd.save_to_disk(args.output_dir)
 
     # Sample accuracy is the answers' (task_eval's measure), whether or not the judge checks steps.
-    flat_ok = ([verify(p, r, args.tasks) for p, r in zip(flat_prompts, (r for s in samples for r in s))]
+    flat_ok = ([verify(p, r, args.tasks) for p, r in zip(flat_prompts, flat_replies)]
                if isinstance(judge, VerifierJudge) else None)
     metrics: dict[str, Any] = {
         "prompts": len(prompts), "samples_per_prompt": args.num_samples, "pairs_train": len(train),

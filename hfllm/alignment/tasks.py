@@ -323,16 +323,13 @@ def task_for_prompt(prompt: str, names: list[str] | None = None) -> Task | None:
     return None
 
 
-def verify(prompt: str, reply: str, names: list[str] | None = None) -> bool:
-    """Ground truth for any task prompt: False for a prompt no task recognises."""
+def verify(prompt: str, reply: str, names: list[str] | None = None, *, steps: bool = False) -> bool:
+    """Ground truth for any task prompt: False for a prompt no task recognises. With `steps`, the
+    steps a worked reply writes must be right too (`Task.verify_steps`)."""
     task = task_for_prompt(prompt, names)
-    return task is not None and task.verify(prompt, reply)
-
-
-def verify_steps(prompt: str, reply: str, names: list[str] | None = None) -> bool:
-    """`verify`, and the steps a worked reply writes are right too."""
-    task = task_for_prompt(prompt, names)
-    return task is not None and task.verify_steps(prompt, reply)
+    if task is None:
+        return False
+    return task.verify_steps(prompt, reply) if steps else task.verify(prompt, reply)
 
 
 def sample_problems(names: list[str], n: int, seed: int, split: str = "train") -> list[Problem]:
